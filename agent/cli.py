@@ -1,0 +1,196 @@
+"""The `zdd` command. Exit codes: 0 ok, 1 the operation failed, 2 bad usage or invalid config,
+3 (status) a deploy is not live / last deploy failed, 4 (deploy --wait) timed out."""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .caddy import check_caddy
+from .config import Config, config_path, load_config
+from .errors import ConfigError, RequestError, ZddError
+from .queue import QueueFile
+from .reference import parse_request
+from .state import HistoryEntry, StateStore
+from .systemd import setup_logging
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_LIVE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+TERMINAL = ("succeeded", "unchanged", "failed", "superseded")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(config_path(args.config), state_dir=args.state_dir)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Agent  # imports docker and watchdog only for the agent
+
+    setup_logging(args.verbose)
+    return Agent(_load(args)).run()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    problems = [] if args.offline else check_caddy(config)
+    for problem in problems:
+        print(f"zdd check: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    print(
+        f"{config.source}: ok ({len(config.apps)} app{'s' if len(config.apps) != 1 else ''}: {', '.join(config.apps)})"
+    )
+    return EXIT_OK
+
+
+def append_line(queue: Path, line: str) -> None:
+    """One write with O_APPEND: concurrent `zdd deploy` calls never overwrite each other."""
+    fd = os.open(queue, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    config = _load(args)
+    words = [args.app, args.tag] if args.tag else [args.app]
+    request = parse_request(" ".join(words), config.repositories())
+    if not config.queue_path.exists():
+        QueueFile(config.queue_path).ensure_exists()
+    written_at = time.time()
+    append_line(config.queue_path, " ".join(words))
+    print(f"{request.app}: queued {request.ref}")
+    if not args.wait:
+        return EXIT_OK
+    return _wait_for(config, request.app, str(request.ref), written_at, args.timeout)
+
+
+def _wait_for(config: Config, app: str, reference: str, since: float, timeout: float) -> int:
+    store = StateStore(config.state_dir)
+    deadline = time.monotonic() + timeout
+    shown = ""
+    while time.monotonic() < deadline:
+        for entry in reversed(store.load().history):
+            if entry.app == app and entry.reference == reference and entry.requested_at >= since - 1:
+                if entry.result != shown:
+                    shown = entry.result
+                    print(f"{app}: {entry.tag}: {entry.result}", file=sys.stderr)
+                if entry.result in TERMINAL:
+                    return _report(entry)
+                break
+        time.sleep(0.2)
+    print(f"zdd deploy: {app}: {reference} not finished within {timeout:g}s (is `zdd run` running?)", file=sys.stderr)
+    return EXIT_TIMEOUT
+
+
+def _report(entry: HistoryEntry) -> int:
+    if entry.result in ("succeeded", "unchanged"):
+        print(f"{entry.app}: {entry.tag} is live ({entry.result})")
+        return EXIT_OK
+    print(f"zdd deploy: {entry.app}: {entry.tag} {entry.result}: {entry.reason}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _last_entry(history: list[HistoryEntry], app: str) -> HistoryEntry | None:
+    done = [e for e in history if e.app == app and e.result in TERMINAL]
+    return done[-1] if done else None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _load(args)
+    state = StateStore(config.state_dir).load()
+    report = {}
+    for name in config.apps:
+        app_state = state.app(name)
+        current = app_state.current
+        last = _last_entry(state.history, name)
+        report[name] = {
+            "current": current.tag if current else None,
+            "reference": current.reference if current else None,
+            "container": current.container_name if current else None,
+            "address": current.address if current else None,
+            "since": current.since if current else None,
+            "previous": app_state.previous_tag or None,
+            "phase": app_state.phase or None,
+            "last_deploy": {"tag": last.tag, "result": last.result, "reason": last.reason, "ended_at": last.ended_at}
+            if last
+            else None,
+        }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, item in report.items():
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["since"])) if item["since"] else ""
+            line = (
+                f"{name}: {item['current']} since {since} ({item['container']} at {item['address']})"
+                if item["current"]
+                else f"{name}: nothing deployed"
+            )
+            if item["phase"]:
+                line += f"; deploy in progress: {item['phase']}"
+            last = item["last_deploy"]
+            if last:
+                line += f"; last deploy {last['tag']}: {last['result']}"
+                if last["reason"]:
+                    line += f" ({last['reason']})"
+            print(line)
+    failed = any(
+        not item["current"] or (item["last_deploy"] or {}).get("result") == "failed" for item in report.values()
+    )
+    return EXIT_NOT_LIVE if failed else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zdd", description="Zero-downtime Docker deployments behind Caddy.")
+    parser.add_argument("--version", action="version", version=f"zdd {__version__}")
+    parser.add_argument("--config", help="config file (default: $ZDD_CONFIG or /etc/zdd/zdd.toml)")
+    parser.add_argument("--state-dir", help="override state_dir (also $ZDD_STATE_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent in the foreground (as systemd starts it)")
+    run.add_argument("-v", "--verbose", action="store_true", help="log debug lines too")
+    run.set_defaults(func=cmd_run)
+
+    deploy = sub.add_parser("deploy", help="queue a deploy: zdd deploy [APP] TAG")
+    deploy.add_argument("app", metavar="[APP] TAG")
+    deploy.add_argument("tag", nargs="?", help=argparse.SUPPRESS)
+    deploy.add_argument("--wait", action="store_true", help="exit 0 only once that version is live")
+    deploy.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
+    deploy.set_defaults(func=cmd_deploy)
+
+    status = sub.add_parser("status", help="what runs, and how the last deploy went")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    check = sub.add_parser("check", help="validate the config and the Caddy setup")
+    check.add_argument("--offline", action="store_true", help="check the file only, not Caddy")
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"zdd: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except RequestError as err:
+        print(f"zdd: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ZddError as err:
+        print(f"zdd: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except PermissionError as err:
+        print(f"zdd: {err.filename}: permission denied (are you root or in group zdd?)", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""zdd.toml -> frozen dataclasses. Every check lives here, and every problem names its key."""
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .durations import parse_duration
+from .errors import ConfigError
+from .reference import APP_NAME_RE, REPOSITORY_RE
+
+DEFAULT_CONFIG = Path("/etc/zdd/zdd.toml")
+PULL_POLICIES = ("missing", "always", "never")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str
+    image: str  # the repository; the queue names the tag
+    port: int
+    health_path: str = "/up"
+    health_interval: float = 0.1  # between probes; short so the switch follows readiness closely
+    health_timeout: float = 2.0  # one probe
+    health_successes: int = 3  # consecutive 2xx needed
+    start_timeout: float = 60.0  # from container start until healthy
+    drain_timeout: float = 30.0  # longest wait for in-flight requests on the old container
+    stop_timeout: float = 10.0  # SIGTERM -> SIGKILL
+    pull: str = "missing"
+    env: Mapping[str, str] = field(default_factory=dict)
+    env_file: Path | None = None
+    volumes: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CaddyConfig:
+    admin: str = "127.0.0.1:2019"  # host:port on loopback, or unix//path/to/socket
+    caddyfile: Path = Path("/etc/caddy/Caddyfile")
+
+
+@dataclass(frozen=True)
+class Config:
+    state_dir: Path = Path("/var/lib/zdd")
+    network: str = "zdd"
+    docker_host: str = "unix:///var/run/docker.sock"
+    caddy: CaddyConfig = CaddyConfig()
+    apps: Mapping[str, AppConfig] = field(default_factory=dict)
+    source: Path | None = None
+
+    @property
+    def queue_path(self) -> Path:
+        return self.state_dir / "queue"
+
+    @property
+    def snippet_dir(self) -> Path:
+        return self.state_dir / "caddy"
+
+    def snippet_path(self, app: str) -> Path:
+        return self.snippet_dir / f"{app}.caddy"
+
+    def repositories(self) -> dict[str, str]:
+        return {name: app.image for name, app in self.apps.items()}
+
+
+class _Reader:
+    """Pulls typed values out of one TOML table, recording problems instead of stopping at the first."""
+
+    def __init__(self, table: Mapping[str, Any], prefix: str, problems: list[str]):
+        self.table, self.prefix, self.problems = table, prefix, problems
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def get(self, name: str, kind: type, default: Any, check: Callable | None = None) -> Any:
+        self.seen.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        # bool is an int in Python; a port of `true` is still wrong.
+        if kind is not object and (not isinstance(value, kind) or isinstance(value, bool)):
+            self.problems.append(f"{self.key(name)}: expected {_type_name(kind)}, got {_type_name(type(value))}")
+            return default
+        if check:
+            try:
+                return check(value)
+            except ValueError as err:
+                self.problems.append(f"{self.key(name)}: {err}")
+                return default
+        return value
+
+    def duration(self, name: str, default: float) -> float:
+        return self.get(name, object, default, parse_duration)
+
+    def unknown(self) -> None:
+        for name in self.table:
+            if name not in self.seen:
+                self.problems.append(f"{self.key(name)}: unknown key")
+
+
+_KIND_NAMES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "a table",
+}
+
+
+def _type_name(kind: type) -> str:
+    return _KIND_NAMES.get(kind, kind.__name__)
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"port {value} is out of range 1-65535")
+    return value
+
+
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _repository(value: str) -> str:
+    if ":" in value.rpartition("/")[2] or "@" in value:
+        raise ValueError(f"{value!r} must be a repository without tag or digest; the queue names the tag")
+    if not REPOSITORY_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid image repository")
+    return value
+
+
+def _health_path(value: str) -> str:
+    if not value.startswith("/") or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} must be a URL path starting with / and without spaces")
+    return value
+
+
+def _pull(value: str) -> str:
+    if value not in PULL_POLICIES:
+        raise ValueError(f"{value!r} is not one of {', '.join(PULL_POLICIES)}")
+    return value
+
+
+def _string_map(value: dict) -> dict[str, str]:
+    bad = [k for k, v in value.items() if not isinstance(v, str | int | float) or isinstance(v, bool)]
+    if bad:
+        raise ValueError(f"values must be strings or numbers (bad: {', '.join(bad)})")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _string_list(value: list) -> tuple[str, ...]:
+    if not all(isinstance(item, str) for item in value):
+        raise ValueError("expected a list of strings")
+    return tuple(value)
+
+
+def _absolute_path(value: str) -> Path:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} must be an absolute path")
+    return Path(value)
+
+
+def check_admin_address(value: str) -> str:
+    """Caddy's admin API has no authentication: only loopback or a unix socket is allowed."""
+    if value.startswith("unix/"):
+        if not value[len("unix/") :].startswith("/"):
+            raise ValueError(f"{value!r}: a unix socket must be written unix//absolute/path")
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} must be HOST:PORT on loopback or unix//path")
+    host = host.strip("[]")
+    if host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"{value!r} is not on loopback; Caddy's admin API has no authentication")
+    return value
+
+
+def _app(name: str, table: Mapping[str, Any], problems: list[str]) -> AppConfig | None:
+    prefix = f"apps.{name}."
+    if not APP_NAME_RE.match(name):
+        problems.append(f"apps.{name}: app names are lowercase letters, digits, - and _ (max 63)")
+    r = _Reader(table, prefix, problems)
+    before = len(problems)
+    image = r.get("image", str, None, _repository)
+    port = r.get("port", int, None, _port)
+    if "image" not in table:
+        problems.append(f'{prefix}image: missing (the image repository, e.g. "registry.example.com/acme/web")')
+    if "port" not in table:
+        problems.append(f"{prefix}port: missing (the port the app listens on inside its container)")
+    d = AppConfig
+    app = AppConfig(
+        name=name,
+        image=image or "",
+        port=port or 0,
+        health_path=r.get("health_path", str, d.health_path, _health_path),
+        health_interval=r.duration("health_interval", d.health_interval),
+        health_timeout=r.duration("health_timeout", d.health_timeout),
+        health_successes=r.get("health_successes", int, d.health_successes, _positive),
+        start_timeout=r.duration("start_timeout", d.start_timeout),
+        drain_timeout=r.duration("drain_timeout", d.drain_timeout),
+        stop_timeout=r.duration("stop_timeout", d.stop_timeout),
+        pull=r.get("pull", str, d.pull, _pull),
+        env=r.get("env", dict, {}, _string_map),
+        env_file=r.get("env_file", str, None, _absolute_path),
+        volumes=r.get("volumes", list, (), _string_list),
+        labels=r.get("labels", dict, {}, _string_map),
+        command=r.get("command", list, (), _string_list),
+    )
+    r.unknown()
+    if app.health_interval <= 0 and "health_interval" in table:
+        problems.append(f"{prefix}health_interval: must be more than 0")
+    if any(key.startswith("zdd.") for key in app.labels):
+        problems.append(f"{prefix}labels: keys starting with 'zdd.' are zdd's own")
+    return app if len(problems) == before else None
+
+
+def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
+    """Validate a parsed TOML document; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    top = _Reader(data, "", problems)
+    state_dir = top.get("state_dir", str, str(Config.state_dir), _absolute_path)
+    network = top.get("network", str, Config.network)
+    docker_host = top.get("docker_host", str, os.environ.get("DOCKER_HOST", Config.docker_host))
+    caddy_table = top.get("caddy", dict, {})
+    apps_table = top.get("apps", dict, {})
+    top.unknown()
+
+    c = _Reader(caddy_table, "caddy.", problems)
+    caddy = CaddyConfig(
+        admin=c.get("admin", str, CaddyConfig.admin, check_admin_address),
+        caddyfile=c.get("caddyfile", str, CaddyConfig.caddyfile, _absolute_path),
+    )
+    c.unknown()
+
+    apps: dict[str, AppConfig] = {}
+    if not apps_table:
+        problems.append("apps: no app configured; add an [apps.NAME] table with image and port")
+    for name, table in apps_table.items():
+        if not isinstance(table, dict):
+            problems.append(f"apps.{name}: expected a table, got {_type_name(type(table))}")
+            continue
+        app = _app(name, table, problems)
+        if app:
+            apps[name] = app
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        state_dir=Path(state_dir), network=network, docker_host=docker_host, caddy=caddy, apps=apps, source=source
+    )
+
+
+def config_path(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("ZDD_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: Path, state_dir: str | None = None) -> Config:
+    """Read and validate a config file; `state_dir` (from --state-dir / ZDD_STATE_DIR) overrides the file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    override = state_dir or os.environ.get("ZDD_STATE_DIR")
+    if override:
+        data = {**data, "state_dir": override}
+    try:
+        return parse_config(data, source=path)
+    except ConfigError as err:
+        raise ConfigError([f"{path}: {p}" for p in err.problems]) from None

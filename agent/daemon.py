@@ -1,0 +1,301 @@
+"""`zdd run`: the agent's main loop. Wakes on queue events, deploys one request at a time per app,
+pings systemd's watchdog from this loop only, and converges with reality when it starts."""
+
+import logging
+import secrets
+import signal
+import threading
+import time
+from pathlib import Path
+
+from .caddy import CaddyRouter
+from .clock import SystemClock
+from .config import AppConfig, Config, load_config
+from .docker_runtime import DockerRuntime
+from .errors import ConfigError, RequestError, TemporaryError, ZddError
+from .health import HttpProber
+from .lock import StateLock
+from .queue import QueueFile, QueueWatcher
+from .reconcile import plan_app
+from .reference import parse_reference, parse_request
+from .state import HistoryEntry, State, StateStore
+from .swap import Swap
+from .systemd import NOTICE, Notifier
+
+log = logging.getLogger("zdd.agent")
+
+IDLE_CHECK = 30.0  # seconds: re-check snippets and the queue even if inotify said nothing
+
+
+def new_deploy_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+class StateJournal:
+    """swap.Journal over the state file: the phase is on disk before the step it names begins."""
+
+    def __init__(self, store: StateStore, state: State):
+        self.store, self.state = store, state
+
+    def enter(self, app: str, phase: str, **data: str) -> None:
+        app_state = self.state.app(app)
+        app_state.phase, app_state.phase_data = phase, dict(data)
+        self.store.save(self.state)
+
+
+class Agent:
+    def __init__(self, config: Config, notifier: Notifier | None = None):
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.store = StateStore(config.state_dir)
+        self.state = self.store.load()
+        self.queue = QueueFile(config.queue_path)
+        self.wake = threading.Event()
+        self.stop_requested = False
+        self.reload_requested = False
+        self.last_failure = ""
+        self.runtime = DockerRuntime(config.docker_host, config.network)
+        self.router = CaddyRouter(config)
+        self.swap = Swap(
+            self.runtime,
+            self.router,
+            HttpProber(),
+            SystemClock(),
+            StateJournal(self.store, self.state),
+            status=self.notifier.status,
+            tick=self.tick,
+        )
+        self._last_ping = 0.0
+        self.converged = False  # start-up reconciliation done; retried each wake-up until it is
+
+    # --- systemd ---------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Called from the main loop and from a deploy's polls: it only runs while zdd makes progress."""
+        interval = self.notifier.watchdog_interval
+        now = time.monotonic()
+        if interval and now - self._last_ping >= interval / 2:
+            self.notifier.watchdog()
+            self._last_ping = now
+
+    def idle_status(self) -> str:
+        parts = []
+        for name in self.config.apps:
+            current = self.state.app(name).current
+            since = time.strftime("%H:%M", time.localtime(current.since)) if current else ""
+            parts.append(f"{name} {current.tag} since {since}" if current else f"{name} not deployed")
+        text = "idle; " + ", ".join(parts)
+        return f"{text}; last deploy failed: {self.last_failure}" if self.last_failure else text
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            self.reload_requested = True
+        else:
+            self.stop_requested = True
+        self.wake.set()
+
+    # --- start-up ----------------------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """Converge every app to one serving container that Caddy routes to (DESIGN.md section 6)."""
+        try:
+            routed = self.router.routed_addresses()
+        except ZddError as err:
+            log.warning("cannot read Caddy's upstreams (%s); assuming nothing is routed", err)
+            routed = set()
+        for app in self.config.apps.values():
+            self._reconcile_app(app, routed)
+
+    def try_reconcile(self) -> None:
+        try:
+            self.reconcile()
+            self.converged = True
+        except (TemporaryError, OSError) as err:
+            log.error("start-up reconciliation failed: %s; retrying, deploys wait until it succeeds", err)
+
+    def _reconcile_app(self, app: AppConfig, routed: set[str]) -> None:
+        app_state = self.state.app(app.name)
+        plan = plan_app(app.name, app_state, self.runtime.containers(app), routed, time.time())
+        for note in plan.notes:
+            log.warning("%s", note)
+        deploy_id = app_state.phase_data.get("deploy", "")
+        if plan.drain_and_stop and plan.current:
+            self.swap.finish(app, plan.current, plan.drain_and_stop, deploy_id)
+        else:
+            self.router.route(app, [plan.current.address] if plan.current else [])
+        for found in plan.remove:
+            self.runtime.remove(found.id)
+            log.info("%s: removed container %s (not live)", app.name, found.name)
+        if plan.current is not app_state.current and plan.current is not None:
+            app_state.previous_tag = app_state.current.tag if app_state.current else app_state.previous_tag
+        app_state.current = plan.current
+        app_state.phase, app_state.phase_data = "", {}
+        self._settle_interrupted(deploy_id, plan.interrupted)
+        self.store.save(self.state)
+
+    def _settle_interrupted(self, deploy_id: str, interrupted: str) -> None:
+        for entry in self.state.history:
+            if entry.deploy_id != deploy_id or entry.result != "running":
+                continue
+            if interrupted == "after-switch":
+                entry.result, entry.reason, entry.ended_at = "succeeded", "finished after an agent restart", time.time()
+            elif entry.attempts < 1:
+                entry.result, entry.attempts = "queued", entry.attempts + 1
+                log.warning("%s: deploy %s of %s was interrupted; retrying it once", entry.app, deploy_id, entry.tag)
+            else:
+                entry.result, entry.ended_at = "failed", time.time()
+                entry.reason = "interrupted twice; not retried"
+
+    # --- the queue ---------------------------------------------------------------------------------
+    def take_queue(self) -> None:
+        repositories = self.config.repositories()
+        changed = False
+        for entry in self.queue.claim():
+            line = entry.line.strip()
+            if not line:
+                continue
+            try:
+                request = parse_request(line, repositories)
+            except RequestError as err:
+                log.error("queue: rejected entry: %s", err)
+                continue
+            deploy_id = new_deploy_id()
+            log.info("%s: queued %s (deploy %s)", request.app, request.ref, deploy_id)
+            self.state.record(
+                HistoryEntry(
+                    deploy_id=deploy_id,
+                    app=request.app,
+                    tag=request.ref.version,
+                    reference=str(request.ref),
+                    requested_at=entry.claimed_at,
+                    result="queued",
+                )
+            )
+            changed = True
+        if changed:
+            self.store.save(self.state)
+
+    def next_request(self, app: str) -> HistoryEntry | None:
+        """Newest wins: earlier queued requests for the app are superseded, and the log says so."""
+        queued = [e for e in self.state.history if e.app == app and e.result == "queued"]
+        if not queued:
+            return None
+        newest = queued[-1]
+        for skipped in queued[:-1]:
+            skipped.result, skipped.ended_at = "superseded", time.time()
+            skipped.reason = f"superseded by {newest.tag} before it started"
+            log.log(NOTICE, "%s: skipping %s: %s was queued after it", app, skipped.tag, newest.tag)
+        return newest
+
+    def deploy(self, app: AppConfig, entry: HistoryEntry) -> None:
+        app_state = self.state.app(app.name)
+        current = app_state.current
+        entry.result, entry.started_at = "running", time.time()
+        entry.from_tag = current.tag if current else ""
+        self.store.save(self.state)
+        what = f"{app.name}: {entry.from_tag or '(none)'} -> {entry.tag}"
+        log.log(NOTICE, "%s: deploy %s started", what, entry.deploy_id)
+        try:
+            outcome = self.swap.deploy(app, parse_reference(entry.reference, app.image), current, entry.deploy_id)
+        except ZddError as err:
+            entry.result, entry.reason = "failed", str(err)
+            self.last_failure = f"{what}: {err}"
+            log.error("%s: deploy %s failed: %s", what, entry.deploy_id, err)
+        except Exception as err:  # a bug must not kill the agent; converge instead
+            entry.result, entry.reason = "failed", f"internal error: {err!r}"
+            self.last_failure = f"{what}: internal error"
+            log.exception("%s: deploy %s failed with an internal error", what, entry.deploy_id)
+            self._reconcile_after_error(app)
+        else:
+            entry.image_id = outcome.running.image_id
+            if outcome.changed:
+                app_state.previous_tag = current.tag if current else ""
+                app_state.previous_reference = current.reference if current else ""
+                entry.result = "succeeded"
+                self.last_failure = ""
+                log.log(
+                    NOTICE, "%s: deploy %s succeeded in %.1fs", what, entry.deploy_id, time.time() - entry.started_at
+                )
+            else:
+                entry.result, entry.reason = "unchanged", f"{entry.tag} was already live"
+            app_state.current = outcome.running
+        entry.ended_at = time.time()
+        app_state.phase, app_state.phase_data = "", {}
+        self.store.save(self.state)
+
+    def _reconcile_after_error(self, app: AppConfig) -> None:
+        try:
+            self._reconcile_app(app, self.router.routed_addresses())
+        except Exception:
+            log.exception("%s: could not converge after the error; will retry at the next start", app.name)
+
+    def run_pending(self) -> None:
+        for name, app in self.config.apps.items():
+            if self.stop_requested:
+                return
+            entry = self.next_request(name)
+            if entry:
+                self.deploy(app, entry)
+                self.notifier.status(self.idle_status())
+
+    # --- signals and reload -------------------------------------------------------------------------
+    def reload_config(self) -> None:
+        self.notifier.reloading()
+        try:
+            config = load_config(self.config.source or Path(), state_dir=str(self.config.state_dir))
+        except ConfigError as err:
+            log.error("reload refused, keeping the running config: %s", err)
+        else:
+            if config.state_dir != self.config.state_dir:
+                log.error("reload: state_dir cannot change while running; restart zdd instead")
+            else:
+                self.config = config
+                self.router.config = config
+                self.router.ensure_snippets({})
+                log.log(NOTICE, "reloaded config %s (%d apps)", config.source, len(config.apps))
+        self.notifier.send("READY=1")
+
+    # --- main ---------------------------------------------------------------------------------------
+    def run(self) -> int:
+        lock = StateLock(self.config.state_dir)
+        lock.acquire()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        watcher = QueueWatcher(self.config.queue_path, self.wake)
+        try:
+            self.queue.ensure_exists()
+            self.runtime.ensure_network()
+            self.router.ensure_snippets({n: [a.current.address] for n, a in self.state.apps.items() if a.current})
+            self.try_reconcile()
+            watcher.start()
+            self.take_queue()  # what was written while zdd was down
+            self.notifier.ready(self.idle_status())
+            log.log(NOTICE, "zdd agent ready: %s", self.idle_status())
+            self.loop()
+        finally:
+            watcher.stop()
+            lock.release()
+        return 0
+
+    def loop(self) -> None:
+        while not self.stop_requested:
+            timeout = IDLE_CHECK
+            if self.notifier.watchdog_interval:
+                timeout = min(timeout, self.notifier.watchdog_interval / 2)
+            if self.queue.has_open_claims or not self.converged:
+                timeout = min(timeout, 1.0)  # read late writers, then let the claimed file go
+            self.wake.wait(timeout)
+            self.wake.clear()
+            self.tick()
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload_config()
+            try:
+                self.take_queue()  # on every wake-up: inotify may merge or drop events
+                if not self.converged:
+                    self.try_reconcile()
+                if self.converged:
+                    self.run_pending()
+            except (TemporaryError, OSError) as err:
+                log.error("%s; will retry", err)
+            self.notifier.status(self.idle_status())
+        self.notifier.stopping(f"stopping; {self.idle_status()}")
+        log.log(NOTICE, "zdd agent stopping")

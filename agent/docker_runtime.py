@@ -1,0 +1,196 @@
+"""Docker behind the swap's Runtime protocol. The only module that imports the docker SDK.
+
+Works with docker-py 5.0.3 (Debian 12) and 7.x (PyPI): no Container.health, explicit base_url,
+low-level streaming pull with every message checked for an error.
+"""
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from .config import AppConfig
+from .errors import ConfigError, PermanentError, TemporaryError
+from .reconcile import Found
+from .reference import ImageRef
+from .swap import Container
+
+log = logging.getLogger("zdd.docker")
+
+LABEL_APP, LABEL_TAG, LABEL_DEPLOY, LABEL_REFERENCE = "zdd.app", "zdd.tag", "zdd.deploy", "zdd.reference"
+API_TIMEOUT = 60  # seconds for one Docker API call; stop adds the container's stop timeout
+
+
+def _unavailable(err: Exception) -> TemporaryError:
+    return TemporaryError(f"Docker engine unavailable: {err}")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as `docker run --env-file` reads them: no quotes processing, # comments."""
+    env = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"env_file {path}: {err.strerror}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"env_file {path}:{number}: expected KEY=VALUE")
+        env[key.strip()] = value
+    return env
+
+
+class DockerRuntime:
+    def __init__(self, base_url: str, network: str):
+        self.network = network
+        try:
+            self.client = docker.DockerClient(base_url=base_url, timeout=API_TIMEOUT)
+        except docker.errors.DockerException as err:
+            raise _unavailable(err) from None
+
+    # --- images -------------------------------------------------------------------------------
+    def has_image(self, ref: ImageRef) -> bool:
+        try:
+            self.client.images.get(str(ref))
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+            raise _unavailable(err) from None
+
+    def image_id(self, ref: ImageRef) -> str:
+        try:
+            return self.client.images.get(str(ref)).id
+        except docker.errors.ImageNotFound:
+            raise PermanentError(f"image {ref} is not on this host") from None
+        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+            raise _unavailable(err) from None
+
+    def pull(self, ref: ImageRef, progress: Callable[[], None]) -> None:
+        # A reference with a tag and a digest is pulled by digest: the digest is what will run.
+        version = ref.digest or ref.tag or "latest"
+        try:
+            for message in self.client.api.pull(ref.repository, tag=version, stream=True, decode=True):
+                progress()
+                if "error" in message:
+                    raise _pull_error(ref, message.get("error") or str(message))
+        except docker.errors.NotFound as err:
+            raise PermanentError(f"pull {ref}: not found in the registry ({err.explanation})") from None
+        except docker.errors.APIError as err:
+            raise _pull_error(ref, str(err.explanation or err)) from None
+        except requests.exceptions.ConnectionError as err:
+            raise _unavailable(err) from None
+
+    # --- containers -----------------------------------------------------------------------------
+    def ensure_network(self) -> None:
+        try:
+            if not self.client.networks.list(names=[self.network]):
+                self.client.networks.create(self.network, driver="bridge", labels={"zdd.managed": "true"})
+                log.info("created Docker network %s", self.network)
+        except docker.errors.APIError as err:
+            raise TemporaryError(f"Docker network {self.network}: {err.explanation or err}") from None
+        except requests.exceptions.ConnectionError as err:
+            raise _unavailable(err) from None
+
+    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container:
+        env = read_env_file(app.env_file) if app.env_file else {}
+        env.update(app.env)
+        labels = {
+            **app.labels,
+            LABEL_APP: app.name,
+            LABEL_TAG: ref.version,
+            LABEL_DEPLOY: deploy_id,
+            LABEL_REFERENCE: str(ref),
+        }
+        name = f"zdd-{app.name}-{deploy_id}"
+        try:
+            container = self.client.containers.create(
+                image_id,
+                command=list(app.command) or None,
+                name=name,
+                environment=env,
+                volumes=list(app.volumes),
+                labels=labels,
+                restart_policy={"Name": "unless-stopped"},
+                init=True,
+                network=self.network,
+                detach=True,
+            )
+        except docker.errors.APIError as err:
+            raise PermanentError(f"cannot create container {name}: {err.explanation or err}") from None
+        except requests.exceptions.ConnectionError as err:
+            raise _unavailable(err) from None
+        try:
+            container.start()
+            container.reload()
+            ip = container.attrs["NetworkSettings"]["Networks"][self.network]["IPAddress"]
+        except (docker.errors.APIError, KeyError) as err:
+            self.remove(container.id)
+            raise PermanentError(f"cannot start container {name}: {getattr(err, 'explanation', None) or err}") from None
+        return Container(id=container.id, name=name, address=f"{ip}:{app.port}")
+
+    def exit_reason(self, container_id: str) -> str | None:
+        try:
+            container = self.client.containers.get(container_id)
+        except docker.errors.NotFound:
+            return "was removed"
+        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+            raise _unavailable(err) from None
+        state = container.attrs["State"]
+        if state.get("Running") and not state.get("Restarting"):
+            return None
+        last_lines = container.logs(tail=3).decode(errors="replace").strip().replace("\n", " | ")
+        reason = f"exited with code {state.get('ExitCode')}"
+        if state.get("OOMKilled"):
+            reason += " (out of memory)"
+        return f"{reason}; last output: {last_lines}" if last_lines else reason
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        try:
+            container = self.client.containers.get(container_id)
+            # The HTTP call must outlive the stop timeout, or docker-py gives up before SIGKILL.
+            self.client.api.timeout = API_TIMEOUT + timeout
+            container.stop(timeout=max(0, round(timeout)))
+        except docker.errors.NotFound:
+            return
+        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+            raise _unavailable(err) from None
+        finally:
+            self.client.api.timeout = API_TIMEOUT
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self.client.containers.get(container_id).remove(force=True)
+        except docker.errors.NotFound:
+            return
+        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+            raise _unavailable(err) from None
+
+    def containers(self, app: AppConfig) -> list[Found]:
+        """Every container zdd started for `app`, running or not, found by its label."""
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": f"{LABEL_APP}={app.name}"}, ignore_removed=True
+            )
+        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+            raise _unavailable(err) from None
+        result = []
+        for c in found:
+            networks = c.attrs.get("NetworkSettings", {}).get("Networks", {})
+            ip = (networks.get(self.network) or {}).get("IPAddress", "")
+            running = bool(c.attrs.get("State", {}).get("Running", False))
+            result.append(Found(id=c.id, name=c.name, running=running, address=f"{ip}:{app.port}" if ip else ""))
+        return result
+
+
+def _pull_error(ref: ImageRef, message: str) -> Exception:
+    lowered = message.lower()
+    if "not found" in lowered or "unknown" in lowered or "denied" in lowered or "unauthorized" in lowered:
+        return PermanentError(f"pull {ref}: {message}")
+    return TemporaryError(f"pull {ref}: {message}")

@@ -1,0 +1,74 @@
+"""What a starting agent does about each app, decided from the phase journal and what really exists.
+
+Pure: given the app's state, the containers Docker has with the app's label and the addresses Caddy
+routes to, return a Plan. The daemon carries it out. (DESIGN.md section 6.)
+"""
+
+from dataclasses import dataclass, field
+
+from .state import AppState, Running
+
+AFTER_SWITCH = ("draining", "stopping")
+
+
+@dataclass(frozen=True)
+class Found:
+    """A container Docker reports with label zdd.app=<app>."""
+
+    id: str
+    name: str
+    running: bool
+    address: str  # ip:port on zdd's network ("" when it has none)
+
+
+@dataclass
+class Plan:
+    current: Running | None  # serves once the plan is carried out
+    drain_and_stop: Running | None = None  # the old side of a deploy that had switched
+    remove: list[Found] = field(default_factory=list)  # never went live, or leaked
+    interrupted: str = ""  # "", "before-switch" (the deploy is retried) or "after-switch" (it is finished)
+    notes: list[str] = field(default_factory=list)
+
+
+def _running_from_phase(data: dict[str, str], since: float) -> Running:
+    return Running(
+        tag=data.get("tag", ""),
+        reference=data.get("reference", ""),
+        image_id=data.get("image", ""),
+        container_id=data["container"],
+        container_name=data.get("name", ""),
+        address=data.get("address", ""),
+        since=since,
+    )
+
+
+def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str], now: float) -> Plan:
+    by_id = {c.id: c for c in containers}
+    notes = []
+    current = state.current
+    if current and current.container_id not in by_id:
+        notes.append(f"{app}: the container of {current.tag} ({current.container_name}) is gone")
+        current = None
+
+    new_id = state.phase_data.get("container", "")
+    new = by_id.get(new_id)
+    switched = state.phase in AFTER_SWITCH or (state.phase == "switching" and new is not None and new.address in routed)
+    if state.phase and new and new.running and switched:
+        live = _running_from_phase(state.phase_data, now)
+        old = current if current and current.container_id != new_id else None
+        keep = {new_id, old.container_id if old else ""}
+        notes.append(f"{app}: finishing the interrupted deploy of {live.tag} (it had switched)")
+        return Plan(
+            current=live,
+            drain_and_stop=old,
+            remove=[c for c in containers if c.id not in keep],
+            interrupted="after-switch",
+            notes=notes,
+        )
+
+    keep = current.container_id if current else ""
+    remove = [c for c in containers if c.id != keep]
+    interrupted = "before-switch" if state.phase else ""
+    if interrupted:
+        notes.append(f"{app}: an interrupted deploy ({state.phase}) never went live; removing what it started")
+    return Plan(current=current, remove=remove, interrupted=interrupted, notes=notes)

@@ -1,0 +1,126 @@
+"""zdd's memory: what runs for each app, the phase of a deploy in progress, and the deploy history.
+
+One TOML file, replaced atomically (temp file, fsync, rename, fsync of the directory), so a crash
+leaves either the old or the new state, never half of one.
+"""
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+HISTORY_LIMIT = 200  # deploys kept in state.toml; the journal keeps the rest
+
+
+@dataclass
+class Running:
+    """The container that serves an app."""
+
+    tag: str  # the version as zdd names it (tag or short digest)
+    reference: str  # the full reference it was deployed from
+    image_id: str
+    container_id: str
+    container_name: str
+    address: str  # ip:port Caddy dials
+    since: float  # epoch seconds
+
+
+@dataclass
+class AppState:
+    current: Running | None = None
+    previous_tag: str = ""
+    previous_reference: str = ""
+    # The phase journal: written before each step of a deploy so a restart can finish or undo it.
+    phase: str = ""
+    phase_data: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class HistoryEntry:
+    deploy_id: str
+    app: str
+    tag: str
+    reference: str
+    requested_at: float
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    result: str = ""  # succeeded | failed | unchanged | superseded | rejected
+    reason: str = ""
+    image_id: str = ""
+    from_tag: str = ""
+    requested_by: int = -1  # uid of the queue file's writer, when known
+    attempts: int = 0  # starts interrupted by a crash; retried once
+
+
+@dataclass
+class State:
+    apps: dict[str, AppState] = field(default_factory=dict)
+    history: list[HistoryEntry] = field(default_factory=list)
+
+    def app(self, name: str) -> AppState:
+        return self.apps.setdefault(name, AppState())
+
+    def record(self, entry: HistoryEntry) -> None:
+        """Add or replace (by deploy id) a history entry, keeping the newest HISTORY_LIMIT."""
+        self.history = [e for e in self.history if e.deploy_id != entry.deploy_id]
+        self.history.append(entry)
+        del self.history[:-HISTORY_LIMIT]
+
+
+def _drop_empty(value: Any) -> Any:
+    # TOML has no null: leave out what is None.
+    if isinstance(value, dict):
+        return {k: _drop_empty(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_empty(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def state_from_dict(data: dict[str, Any]) -> State:
+    apps = {}
+    for name, raw in data.get("apps", {}).items():
+        current = _build(Running, raw["current"]) if "current" in raw else None
+        apps[name] = _build(AppState, {**raw, "current": current})
+    history = [_build(HistoryEntry, raw) for raw in data.get("history", [])]
+    return State(apps=apps, history=history)
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # umask must not decide who may read it
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class StateStore:
+    """Reads and writes <state_dir>/state.toml."""
+
+    def __init__(self, state_dir: Path):
+        self.path = state_dir / "state.toml"
+
+    def load(self) -> State:
+        try:
+            return state_from_dict(tomllib.loads(self.path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return State()
+
+    def save(self, state: State) -> None:
+        write_atomically(self.path, tomli_w.dumps(_drop_empty(asdict(state))).encode())

@@ -1,0 +1,251 @@
+"""The zero-downtime swap of one app, in the order of DESIGN.md section 2.
+
+pull -> start beside the old -> health gate -> switch (Caddy: [new, old], lb_policy first)
+-> measured drain of the old -> route [new] only -> stop and remove the old.
+
+This module imports no SDK: Docker, Caddy, HTTP probes, the clock and the phase journal come in as
+the small Protocols below, so the order of steps and every failure path can be tested over fakes.
+"""
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .config import AppConfig
+from .durations import format_duration
+from .errors import PermanentError, TemporaryError, ZddError
+from .reference import ImageRef
+from .state import Running
+
+log = logging.getLogger("zdd.swap")
+
+DRAIN_POLL = 0.05  # seconds between reads of Caddy's in-flight counter
+DRAIN_QUIET_READS = 2  # zero readings in a row: a request Caddy accepted a moment ago is counted by then
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    address: str  # ip:port on zdd's network, what Caddy dials
+
+
+class Runtime(Protocol):
+    def has_image(self, ref: ImageRef) -> bool: ...
+    def pull(self, ref: ImageRef, progress: Callable[[], None]) -> None: ...
+    def image_id(self, ref: ImageRef) -> str: ...
+    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container: ...
+    def exit_reason(self, container_id: str) -> str | None: ...
+    def stop(self, container_id: str, timeout: float) -> None: ...
+    def remove(self, container_id: str) -> None: ...
+
+
+class Router(Protocol):
+    def route(self, app: AppConfig, addresses: Sequence[str]) -> None: ...
+    def in_flight(self, address: str) -> int | None: ...
+
+
+class Prober(Protocol):
+    def check(self, address: str, path: str, timeout: float) -> str | None: ...
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+    def time(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
+
+
+class Journal(Protocol):
+    """Persists the phase an app's deploy is entering, before the step runs (crash safety)."""
+
+    def enter(self, app: str, phase: str, **data: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    running: Running
+    changed: bool  # False: the requested version was already live
+
+
+class Swap:
+    def __init__(
+        self,
+        runtime: Runtime,
+        router: Router,
+        prober: Prober,
+        clock: Clock,
+        journal: Journal,
+        status: Callable[[str], None] = lambda text: None,
+        tick: Callable[[], None] = lambda: None,
+    ):
+        self.runtime, self.router, self.prober, self.clock = runtime, router, prober, clock
+        self.journal, self.status = journal, status
+        # Called on every poll while a deploy makes progress: the agent pings systemd's watchdog there.
+        self.tick = tick
+
+    def deploy(self, app: AppConfig, ref: ImageRef, current: Running | None, deploy_id: str) -> Outcome:
+        old_tag = current.tag if current else "(none)"
+        what = f"{app.name}: {old_tag} -> {ref.version}"
+        if current and current.reference == str(ref) and app.pull != "always":
+            log.info("%s: %s is already live; nothing to do", app.name, ref.version)
+            return Outcome(current, changed=False)
+
+        self.journal.enter(app.name, "pulling", deploy=deploy_id, reference=str(ref))
+        self._pull(app, ref, what)
+        image_id = self.runtime.image_id(ref)
+        if current and current.image_id == image_id:
+            log.info("%s: %s is the image already live (%s); nothing to do", app.name, ref.version, image_id[:19])
+            self.journal.enter(app.name, "")
+            return Outcome(current, changed=False)
+
+        self.journal.enter(app.name, "starting", deploy=deploy_id, reference=str(ref), image=image_id)
+        self.status(f"{what}: starting")
+        container = self.runtime.start(app, image_id, ref, deploy_id)
+        log.info("%s: started %s at %s (image %s)", what, container.name, container.address, image_id[:19])
+        new = Running(
+            tag=ref.version,
+            reference=str(ref),
+            image_id=image_id,
+            container_id=container.id,
+            container_name=container.name,
+            address=container.address,
+            since=self.clock.time(),
+        )
+        self.journal.enter(app.name, "started", deploy=deploy_id, **phase_data(new, current))
+        try:
+            self._health_gate(app, container, what)
+            self.journal.enter(app.name, "switching", deploy=deploy_id, **phase_data(new, current))
+            self._switch(app, container, current)
+        except BaseException:
+            self._discard(app, container, what)
+            raise
+        self.finish(app, new, current, deploy_id)
+        return Outcome(new, changed=True)
+
+    def finish(self, app: AppConfig, new: Running, old: Running | None, deploy_id: str) -> None:
+        """After the switch: drain the old container, route only the new one, stop and remove the old.
+
+        Also how a restarted agent completes a deploy that had switched before it died.
+        """
+        if old is None:
+            self.router.route(app, [new.address])
+            return
+        what = f"{app.name}: {old.tag} -> {new.tag}"
+        self.journal.enter(app.name, "draining", deploy=deploy_id, **phase_data(new, old))
+        self.router.route(app, [new.address, old.address])  # already so after a switch; a no-op for Caddy
+        self._drain(app, old, what)
+        self.router.route(app, [new.address])
+        self.journal.enter(app.name, "stopping", deploy=deploy_id, **phase_data(new, old))
+        self.status(f"{what}: stopping {old.tag}")
+        self.runtime.stop(old.container_id, app.stop_timeout)
+        self.runtime.remove(old.container_id)
+        log.info("%s: stopped and removed %s", what, old.container_name)
+
+    def _pull(self, app: AppConfig, ref: ImageRef, what: str) -> None:
+        if app.pull == "never" or (app.pull == "missing" and self.runtime.has_image(ref)):
+            if not self.runtime.has_image(ref):
+                raise PermanentError(f'{what}: image {ref} is not on this host and pull = "never"')
+            return
+        self.status(f"{what}: pulling")
+        started = self.clock.monotonic()
+        self.runtime.pull(ref, self.tick)
+        log.info("%s: pulled %s in %.1fs", what, ref, self.clock.monotonic() - started)
+
+    def _health_gate(self, app: AppConfig, new: Container, what: str) -> None:
+        started = self.clock.monotonic()
+        deadline = started + app.start_timeout
+        passed, probes, last = 0, 0, "no probe answered yet"
+        url = f"http://{new.address}{app.health_path}"
+        while True:
+            exited = self.runtime.exit_reason(new.id)
+            if exited:
+                raise PermanentError(f"{what}: container {new.name} {exited} before it became healthy")
+            probes += 1
+            failure = self.prober.check(new.address, app.health_path, app.health_timeout)
+            if failure is None:
+                passed += 1
+                self.status(f"{what}: health {passed}/{app.health_successes}")
+                if passed >= app.health_successes:
+                    log.info(
+                        "%s: healthy after %.2fs (%d probes of %s)", what, self.clock.monotonic() - started, probes, url
+                    )
+                    return
+            else:
+                passed, last = 0, failure
+            if self.clock.monotonic() >= deadline:
+                raise PermanentError(
+                    f"{what}: health check {url} did not pass {app.health_successes} times in a row within "
+                    f"{format_duration(app.start_timeout)} ({probes} probes; last: {last})"
+                )
+            self.tick()
+            self.clock.sleep(app.health_interval)
+
+    def _switch(self, app: AppConfig, new: Container, current: Running | None) -> None:
+        addresses = [new.address, current.address] if current else [new.address]
+        try:
+            self.router.route(app, addresses)
+        except ZddError:
+            # Caddy refused or was unreachable: it still routes to the old container, and the snippet
+            # file must say so too before the new container goes away.
+            self._restore_route(app, current)
+            raise
+        log.info("%s: switched: Caddy sends new requests to %s", app.name, new.address)
+
+    def _restore_route(self, app: AppConfig, current: Running | None) -> None:
+        try:
+            self.router.route(app, [current.address] if current else [])
+        except ZddError as err:
+            log.warning("%s: could not restore the previous route yet (%s); it will be retried", app.name, err)
+
+    def _drain(self, app: AppConfig, old: Running, what: str) -> None:
+        started = self.clock.monotonic()
+        deadline = started + app.drain_timeout
+        quiet = 0
+        while True:
+            try:
+                in_flight = self.router.in_flight(old.address)
+            except TemporaryError as err:
+                log.warning("%s: cannot read Caddy's in-flight count (%s); retrying", what, err)
+                in_flight = -1
+            if in_flight is None or in_flight == 0:
+                quiet += 1
+                if quiet >= DRAIN_QUIET_READS:
+                    log.info("%s: drained %s in %.2fs", what, old.container_name, self.clock.monotonic() - started)
+                    return
+            else:
+                quiet = 0
+                if in_flight > 0:
+                    self.status(f"{what}: draining {old.tag} ({in_flight} in flight)")
+            if self.clock.monotonic() >= deadline:
+                log.warning(
+                    "%s: drain timeout %s reached with %s request(s) still in flight on %s; stopping it",
+                    what,
+                    format_duration(app.drain_timeout),
+                    in_flight,
+                    old.container_name,
+                )
+                return
+            self.tick()
+            self.clock.sleep(DRAIN_POLL)
+
+    def _discard(self, app: AppConfig, new: Container, what: str) -> None:
+        """Remove a new container that never went live; the old one was never touched."""
+        try:
+            self.runtime.remove(new.id)
+            log.info("%s: removed %s; the old version keeps serving", what, new.name)
+        except ZddError as err:
+            log.warning("%s: could not remove %s yet (%s); it will be retried", what, new.name, err)
+
+
+def phase_data(new: Running, old: Running | None) -> dict[str, str]:
+    """What a restarted agent needs to finish the deploy: both containers, by id and address."""
+    return {
+        "container": new.container_id,
+        "address": new.address,
+        "tag": new.tag,
+        "reference": new.reference,
+        "image": new.image_id,
+        "name": new.container_name,
+        "old": old.container_id if old else "",
+    }
