@@ -88,8 +88,15 @@ def _repr_line(line: str) -> str:
     return repr(shown)
 
 
+def _looks_like_digest(text: str) -> bool:
+    return text.lstrip("@").partition(":")[0] in _DIGEST_LENGTHS and ":" in text
+
+
 def parse_reference(text: str, repository: str) -> ImageRef:
     """Parse a bare tag, a bare digest or a full reference that must name `repository`."""
+    if _looks_like_digest(text) and not DIGEST_RE.match(text.lstrip("@")):
+        algorithm = text.lstrip("@").partition(":")[0]
+        raise RequestError(f"malformed {algorithm} digest: expected {_DIGEST_LENGTHS[algorithm]} lowercase hex digits")
     if TAG_RE.match(text):
         return ImageRef(repository, tag=text)
     if text.startswith("@") and DIGEST_RE.match(text[1:]):
@@ -127,7 +134,7 @@ def parse_request(line: str, repositories: Mapping[str, str]) -> DeployRequest:
     if len(words) != 1:
         raise RequestError(f"{_repr_line(line)}: expected TAG, REFERENCE or 'APP TAG'")
     text = words[0]
-    is_bare = TAG_RE.match(text) or DIGEST_RE.match(text) or text.startswith("@")
+    is_bare = TAG_RE.match(text) or DIGEST_RE.match(text) or text.startswith("@") or _looks_like_digest(text)
     if is_bare:
         if len(repositories) != 1:
             raise RequestError(

@@ -1,0 +1,5 @@
+"""`python -m zdd` is the `zdd` command."""
+
+from .cli import entry
+
+entry()

@@ -1,0 +1,130 @@
+"""In-memory stand-ins for the swap's protocols, recording every call in one shared event log.
+
+Used only by the fast unit tier; the integration tier runs the same swap against real Docker and Caddy.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from zdd.config import AppConfig
+from zdd.errors import PermanentError
+from zdd.reference import ImageRef
+from zdd.swap import Container
+
+
+@dataclass
+class FakeClock:
+    now: float = 1000.0
+    sleeps: list[float] = field(default_factory=list)
+    on_sleep: Callable[[float], None] | None = None
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep(self.now)
+
+
+@dataclass
+class FakeRuntime:
+    log: list[str]
+    local_images: set[str] = field(default_factory=set)
+    registry: dict[str, str] = field(default_factory=dict)  # reference -> image id
+    exits_after_probes: int | None = None  # the new container dies after this many exit checks
+    pull_error: Exception | None = None
+    started: list[Container] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    _checks: int = 0
+
+    def has_image(self, ref: ImageRef) -> bool:
+        return str(ref) in self.local_images
+
+    def pull(self, ref: ImageRef, progress: Callable[[], None]) -> None:
+        self.log.append(f"pull {ref}")
+        progress()
+        if self.pull_error:
+            raise self.pull_error
+        if str(ref) not in self.registry:
+            raise PermanentError(f"pull {ref}: manifest unknown")
+        self.local_images.add(str(ref))
+
+    def image_id(self, ref: ImageRef) -> str:
+        return self.registry.get(str(ref), f"sha256:{str(ref).encode().hex()[:12]}")
+
+    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container:
+        n = len(self.started) + 2
+        container = Container(id=f"c{n}", name=f"zdd-{app.name}-{deploy_id}", address=f"10.0.0.{n}:{app.port}")
+        self.started.append(container)
+        self.log.append(f"start {ref.version} as {container.id}")
+        return container
+
+    def exit_reason(self, container_id: str) -> str | None:
+        self._checks += 1
+        if self.exits_after_probes is not None and self._checks > self.exits_after_probes:
+            return "exited with code 1"
+        return None
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        self.log.append(f"stop {container_id} timeout={timeout:g}")
+
+    def remove(self, container_id: str) -> None:
+        self.removed.append(container_id)
+        self.log.append(f"remove {container_id}")
+
+
+@dataclass
+class FakeRouter:
+    log: list[str]
+    in_flight_by_address: dict[str, list[int]] = field(default_factory=dict)  # readings, consumed in order
+    fail_route: Exception | None = None
+    routes: list[list[str]] = field(default_factory=list)
+
+    def route(self, app: AppConfig, addresses: Sequence[str]) -> None:
+        self.log.append(f"route {' '.join(addresses) or '(none)'}")
+        if self.fail_route:
+            error, self.fail_route = self.fail_route, None  # fail once
+            raise error
+        self.routes.append(list(addresses))
+
+    def in_flight(self, address: str) -> int | None:
+        readings = self.in_flight_by_address.get(address)
+        if not readings:
+            return 0 if self.routes and address in self.routes[-1] else None
+        return readings.pop(0) if len(readings) > 1 else readings[0]
+
+
+@dataclass
+class FakeProber:
+    log: list[str]
+    results: list[str | None] = field(default_factory=list)  # consumed in order; then always healthy
+
+    def check(self, address: str, path: str, timeout: float) -> str | None:
+        result = self.results.pop(0) if self.results else None
+        self.log.append(f"probe {address}{path} -> {result or 'ok'}")
+        return result
+
+
+@dataclass
+class FakeJournal:
+    log: list[str]
+    phases: list[str] = field(default_factory=list)
+
+    def enter(self, app: str, phase: str, **data: str) -> None:
+        self.phases.append(phase)
+        self.log.append(f"phase {phase or '(done)'}")
+
+
+def collapse(events: Sequence[str]) -> list[str]:
+    """Merge runs of identical probe lines so expected orders stay readable."""
+    out: list[str] = []
+    for event in events:
+        if out and event == out[-1] and event.startswith("probe"):
+            continue
+        out.append(event)
+    return out

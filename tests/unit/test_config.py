@@ -1,0 +1,137 @@
+"""zdd.toml validation: each problem names its key; the minimal file from the README works."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from zdd.config import load_config, parse_config
+from zdd.durations import format_duration, parse_duration
+from zdd.errors import ConfigError
+
+MINIMAL = """
+state_dir = "/var/lib/zdd"
+
+[caddy]
+admin = "127.0.0.1:2019"
+caddyfile = "/etc/caddy/Caddyfile"
+
+[apps.web]
+image = "registry.example.com/acme/web"
+port = 8080
+health_path = "/up"
+"""
+
+
+def with_app(**keys) -> dict:
+    data = tomllib.loads(MINIMAL)
+    data["apps"]["web"].update(keys)
+    return data
+
+
+def test_minimal_config_from_the_readme():
+    config = parse_config(tomllib.loads(MINIMAL))
+    app = config.apps["web"]
+    assert (app.image, app.port, app.health_path, app.pull) == ("registry.example.com/acme/web", 8080, "/up", "missing")
+    assert config.queue_path == Path("/var/lib/zdd/queue")
+    assert config.snippet_path("web") == Path("/var/lib/zdd/caddy/web.caddy")
+
+
+def test_durations_and_optional_keys():
+    app = parse_config(with_app(health_interval="250ms", start_timeout="2m", drain_timeout=5, stop_timeout="1.5s",
+                                env={"A": "1", "B": 2}, volumes=["/srv/data:/data:ro"], pull="always",
+                                command=["httpd", "-f"])).apps["web"]
+    assert (app.health_interval, app.start_timeout, app.drain_timeout, app.stop_timeout) == (0.25, 120, 5, 1.5)
+    assert app.env == {"A": "1", "B": "2"} and app.volumes == ("/srv/data:/data:ro",) and app.pull == "always"
+
+
+@pytest.mark.parametrize(
+    "keys, problem",
+    [
+        ({"port": 0}, "apps.web.port: port 0 is out of range 1-65535"),
+        ({"port": 70000}, "apps.web.port: port 70000 is out of range"),
+        ({"port": "8080"}, "apps.web.port: expected an integer, got a string"),
+        ({"port": True}, "apps.web.port: expected an integer, got a boolean"),
+        ({"drain_timeout": "soon"}, "apps.web.drain_timeout: expected a duration like"),
+        ({"drain_timeout": "-3s"}, "apps.web.drain_timeout: expected a duration like"),
+        ({"health_interval": "0s"}, "apps.web.health_interval: must be more than 0"),
+        ({"health_successes": 0}, "apps.web.health_successes: must be at least 1"),
+        ({"health_path": "up"}, "apps.web.health_path: 'up' must be a URL path starting with /"),
+        ({"pull": "sometimes"}, "apps.web.pull: 'sometimes' is not one of missing, always, never"),
+        ({"image": "registry.example.com/acme/web:v1"}, "must be a repository without tag or digest"),
+        ({"image": "Not A Repo"}, "is not a valid image repository"),
+        ({"colour": "blue"}, "apps.web.colour: unknown key"),
+        ({"env": {"A": [1]}}, "apps.web.env: values must be strings or numbers"),
+        ({"env_file": "relative.env"}, "apps.web.env_file: 'relative.env' must be an absolute path"),
+        ({"labels": {"zdd.app": "x"}}, "apps.web.labels: keys starting with 'zdd.' are zdd's own"),
+    ],
+)
+def test_app_problems_name_their_key(keys, problem):
+    with pytest.raises(ConfigError) as failure:
+        parse_config(with_app(**keys))
+    assert any(problem in p for p in failure.value.problems), failure.value.problems
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda d: d["apps"]["web"].pop("image"), "apps.web.image: missing"),
+        (lambda d: d["apps"]["web"].pop("port"), "apps.web.port: missing"),
+        (lambda d: d.pop("apps"), "apps: no app configured"),
+        (lambda d: d.update(colour=1), "colour: unknown key"),
+        (lambda d: d["caddy"].update(admin="10.1.2.3:2019"), "is not on loopback"),
+        (lambda d: d["caddy"].update(admin="example.com:2019"), "is not on loopback"),
+        (lambda d: d["caddy"].update(admin="unix/run/caddy.sock"), "unix//absolute/path"),
+        (lambda d: d.update(state_dir="var/lib/zdd"), "state_dir: 'var/lib/zdd' must be an absolute path"),
+        (lambda d: d["apps"].update({"Web!": {"image": "x", "port": 1}}), "apps.Web!: app names are lowercase"),
+        (lambda d: d["apps"].update(api=3), "apps.api: expected a table, got an integer"),
+    ],
+)
+def test_config_problems(change, problem):
+    data = tomllib.loads(MINIMAL)
+    change(data)
+    with pytest.raises(ConfigError) as failure:
+        parse_config(data)
+    assert any(problem in p for p in failure.value.problems), failure.value.problems
+
+
+@pytest.mark.parametrize("admin", ["127.0.0.1:2019", "localhost:2019", "[::1]:2019", "unix//run/caddy/admin.sock"])
+def test_loopback_and_unix_admin_addresses_are_accepted(admin):
+    data = tomllib.loads(MINIMAL)
+    data["caddy"]["admin"] = admin
+    assert parse_config(data).caddy.admin == admin
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as failure:
+        parse_config(with_app(port=0, pull="x", colour=1))
+    assert len(failure.value.problems) == 3
+
+
+def test_load_config_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "zdd.toml"
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(path)
+    path.write_text("[apps.web\nimage=")
+    with pytest.raises(ConfigError, match=f"{path}: not valid TOML"):
+        load_config(path)
+    path.write_text(MINIMAL)
+    assert load_config(path, state_dir="/tmp/zdd-x").state_dir == Path("/tmp/zdd-x")
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("30s", 30), ("500ms", 0.5), ("2m", 120), ("1h", 3600), (5, 5), (0.25, 0.25), ("1.5s", 1.5), (" 7 ", 7)],
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "s", "3 days", "-1s", True, [1], "1e3s"])
+def test_parse_duration_refuses(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_format_duration():
+    assert format_duration(30) == "30000ms" and format_duration(0.25) == "250ms"

@@ -1,0 +1,140 @@
+"""Claiming the queue file: nothing a writer finished is lost or read twice."""
+
+import os
+import stat
+import threading
+import time
+
+import pytest
+
+import zdd.queue as queue_module
+from zdd.queue import CLAIM_PREFIX, QueueFile, QueueWatcher
+
+
+def lines(entries):
+    return [e.line for e in entries]
+
+
+@pytest.fixture
+def queue(tmp_path):
+    q = QueueFile(tmp_path / "queue")
+    q.ensure_exists()
+    return q
+
+
+def test_queue_file_is_created_0660(queue):
+    assert stat.S_IMODE(os.stat(queue.path).st_mode) == 0o660
+
+
+def test_claim_takes_lines_and_leaves_an_empty_queue_with_same_mode(queue):
+    queue.path.write_text("v1\nv2\n")
+    assert lines(queue.claim()) == ["v1", "v2"]
+    assert queue.path.read_text() == ""
+    assert stat.S_IMODE(os.stat(queue.path).st_mode) == 0o660
+    assert lines(queue.claim()) == []  # read once only
+
+
+def test_line_without_newline_is_taken(queue):
+    queue.path.write_text("v3")
+    assert lines(queue.claim()) == ["v3"]
+
+
+def test_writer_holding_the_old_queue_open_is_not_lost(queue):
+    # `echo v2 >> queue` opened the queue just before the claim and writes after it: the bytes land in
+    # the claimed file, which zdd keeps reading. (Two `>` writers at once clobber each other by design
+    # of the shell's `>`; the README says to use `>>` or `zdd deploy` for concurrent writers.)
+    queue.path.write_text("v1\n")
+    late_writer = open(queue.path, "a")
+    assert lines(queue.claim()) == ["v1"]
+    late_writer.write("v2\n")
+    late_writer.close()
+    assert lines(queue.claim()) == ["v2"]
+
+
+def test_claims_left_by_a_crash_are_read_at_start(tmp_path):
+    (tmp_path / f"{CLAIM_PREFIX}1-1").write_text("v7\n")
+    q = QueueFile(tmp_path / "queue")
+    assert lines(q.claim()) == ["v7"]
+
+
+def test_quiet_claims_are_removed_after_the_grace(queue, monkeypatch):
+    queue.path.write_text("v1\n")
+    queue.claim()
+    assert queue.has_open_claims
+    monkeypatch.setattr(queue_module, "CLAIM_GRACE", 0.0)
+    queue.claim()
+    assert not queue.has_open_claims
+    assert [p.name for p in queue.path.parent.iterdir()] == ["queue"]
+
+
+def test_concurrent_appenders_lose_nothing(queue):
+    # `zdd deploy` and `echo v >> queue` append: many writers racing the claimer, every line arrives once.
+    def writer(n):
+        for i in range(50):
+            fd = os.open(queue.path, os.O_WRONLY | os.O_APPEND)
+            os.write(fd, f"w{n}-{i}\n".encode())
+            os.close(fd)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    seen = []
+    while any(t.is_alive() for t in threads):
+        seen += lines(queue.claim())
+    for t in threads:
+        t.join()
+    time.sleep(0.01)
+    seen += lines(queue.claim())
+    assert sorted(seen) == sorted(f"w{n}-{i}" for n in range(4) for i in range(50))
+
+
+def test_huge_write_is_refused_whole(queue, caplog):
+    queue.path.write_bytes(b"v" * (queue_module.MAX_CLAIM_BYTES + 10))
+    assert lines(queue.claim()) == []
+    assert "refused whole" in caplog.text
+    queue.path.write_text("v2\n")
+    assert lines(queue.claim()) == ["v2"]
+
+
+def test_fallback_without_rename_exchange(fs, monkeypatch):
+    # pyfakefs: a filesystem without RENAME_EXCHANGE (the claim renames, then re-creates the queue).
+    monkeypatch.setattr(queue_module, "exchange", lambda a, b: False)
+    fs.create_dir("/var/lib/zdd")
+    q = QueueFile(queue_module.Path("/var/lib/zdd/queue"))
+    q.ensure_exists()
+    q.path.write_text("v1\n")
+    assert lines(q.claim()) == ["v1"]
+    assert q.path.exists() and q.path.read_text() == ""
+    assert stat.S_IMODE(os.stat(q.path).st_mode) == 0o660
+
+
+def test_watcher_wakes_on_a_finished_echo(tmp_path):
+    wake = threading.Event()
+    q = QueueFile(tmp_path / "queue")
+    q.ensure_exists()
+    watcher = QueueWatcher(q.path, wake)
+    watcher.start()
+    try:
+        time.sleep(0.2)
+        (tmp_path / "unrelated").write_text("x")
+        assert not wake.wait(0.3)
+        with open(q.path, "w") as f:  # echo v2 > queue
+            f.write("v2\n")
+        assert wake.wait(3)
+    finally:
+        watcher.stop()
+
+
+def test_watcher_wakes_on_an_atomic_writer(tmp_path):
+    wake = threading.Event()
+    (tmp_path / "queue").write_text("")
+    watcher = QueueWatcher(tmp_path / "queue", wake)
+    watcher.start()
+    try:
+        time.sleep(0.2)
+        (tmp_path / "tmp").write_text("v3\n")
+        wake.clear()
+        os.rename(tmp_path / "tmp", tmp_path / "queue")  # mv tmp queue
+        assert wake.wait(3)
+    finally:
+        watcher.stop()

@@ -1,0 +1,61 @@
+"""What a restarted agent does, for each phase a crash can leave behind."""
+
+from zdd.reconcile import Found, plan_app
+from zdd.state import AppState, Running
+
+OLD = Running(tag="v1", reference="r:v1", image_id="i1", container_id="c1", container_name="zdd-web-1",
+              address="10.0.0.1:8080", since=1.0)
+OLD_FOUND = Found("c1", "zdd-web-1", True, "10.0.0.1:8080")
+NEW_FOUND = Found("c2", "zdd-web-2", True, "10.0.0.2:8080")
+NEW_DATA = {"deploy": "d2", "container": "c2", "address": "10.0.0.2:8080", "tag": "v2", "reference": "r:v2",
+            "image": "i2", "name": "zdd-web-2", "old": "c1"}
+
+
+def plan(phase: str, containers, routed=frozenset(), data=None):
+    state = AppState(current=OLD, phase=phase, phase_data=dict(data if data is not None else NEW_DATA))
+    return plan_app("web", state, list(containers), set(routed), now=99.0)
+
+
+def test_idle_keeps_current_and_removes_leaked_containers():
+    leaked = Found("c9", "zdd-web-9", False, "")
+    p = plan("", [OLD_FOUND, leaked], data={})
+    assert p.current == OLD and p.remove == [leaked] and p.interrupted == ""
+
+
+def test_crash_while_starting_removes_the_new_container():
+    p = plan("starting", [OLD_FOUND, NEW_FOUND], data={"deploy": "d2"})
+    assert p.current == OLD and p.remove == [NEW_FOUND] and p.interrupted == "before-switch"
+
+
+def test_crash_after_start_before_switch_removes_the_new_container():
+    for phase in ("started", "switching"):
+        p = plan(phase, [OLD_FOUND, NEW_FOUND], routed={"10.0.0.1:8080"})
+        assert p.current == OLD and p.remove == [NEW_FOUND] and p.drain_and_stop is None, phase
+
+
+def test_crash_during_switch_after_caddy_switched_finishes_the_deploy():
+    p = plan("switching", [OLD_FOUND, NEW_FOUND], routed={"10.0.0.2:8080", "10.0.0.1:8080"})
+    assert p.current.container_id == "c2" and p.drain_and_stop == OLD and p.interrupted == "after-switch"
+
+
+def test_crash_while_draining_or_stopping_finishes_the_deploy():
+    for phase in ("draining", "stopping"):
+        p = plan(phase, [OLD_FOUND, NEW_FOUND])
+        assert p.current.tag == "v2" and p.current.address == "10.0.0.2:8080" and p.drain_and_stop == OLD
+        assert p.remove == []
+
+
+def test_crash_while_stopping_after_old_was_removed():
+    p = plan("stopping", [NEW_FOUND])
+    assert p.current.container_id == "c2" and p.drain_and_stop is None and p.interrupted == "after-switch"
+
+
+def test_new_container_dead_after_switch_falls_back_to_old():
+    dead = Found("c2", "zdd-web-2", False, "")
+    p = plan("draining", [OLD_FOUND, dead])
+    assert p.current == OLD and p.remove == [dead]
+
+
+def test_current_container_gone_is_noted():
+    p = plan("", [], data={})
+    assert p.current is None and "is gone" in p.notes[0]

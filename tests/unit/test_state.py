@@ -1,0 +1,45 @@
+"""state.toml round-trips, is replaced atomically, and keeps a bounded history."""
+
+import os
+
+from zdd.state import HISTORY_LIMIT, HistoryEntry, Running, State, StateStore
+
+RUNNING = Running(tag="v1", reference="r/web:v1", image_id="sha256:1", container_id="c1",
+                  container_name="zdd-web-1", address="10.0.0.1:8080", since=12.5)
+
+
+def test_round_trip(tmp_path):
+    store = StateStore(tmp_path)
+    state = State()
+    state.app("web").current = RUNNING
+    state.app("web").phase, state.app("web").phase_data = "draining", {"container": "c2"}
+    state.record(HistoryEntry(deploy_id="d1", app="web", tag="v1", reference="r/web:v1", requested_at=1.0))
+    store.save(state)
+    loaded = store.load()
+    assert loaded.app("web").current == RUNNING
+    assert loaded.app("web").phase_data == {"container": "c2"}
+    assert loaded.history[0].deploy_id == "d1"
+
+
+def test_missing_file_is_empty_state(tmp_path):
+    assert StateStore(tmp_path).load() == State()
+
+
+def test_save_replaces_atomically_and_leaves_no_temp_file(tmp_path):
+    store = StateStore(tmp_path)
+    store.save(State())
+    inode = os.stat(store.path).st_ino
+    store.save(State())
+    assert os.stat(store.path).st_ino != inode  # a new file renamed over the old, never rewritten in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.toml"]
+    assert oct(os.stat(store.path).st_mode & 0o777) == "0o640"
+
+
+def test_history_is_bounded_and_replaced_by_id():
+    state = State()
+    for i in range(HISTORY_LIMIT + 10):
+        state.record(HistoryEntry(deploy_id=f"d{i}", app="web", tag=f"v{i}", reference="", requested_at=i))
+    state.record(HistoryEntry(deploy_id=f"d{HISTORY_LIMIT + 9}", app="web", tag="x", reference="", requested_at=0,
+                              result="succeeded"))
+    assert len(state.history) == HISTORY_LIMIT
+    assert state.history[-1].result == "succeeded" and state.history[0].deploy_id == "d10"

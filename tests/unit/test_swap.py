@@ -1,0 +1,162 @@
+"""The swap's order of steps and every failure path, over in-memory fakes."""
+
+import pytest
+
+from tests.support.fakes import FakeClock, FakeJournal, FakeProber, FakeRouter, FakeRuntime, collapse
+from zdd.config import AppConfig
+from zdd.errors import PermanentError, TemporaryError
+from zdd.reference import ImageRef
+from zdd.state import Running
+from zdd.swap import Swap
+
+APP = AppConfig(name="web", image="registry.example.com/acme/web", port=8080, health_successes=2,
+                start_timeout=5.0, drain_timeout=3.0, stop_timeout=7.0)
+V1 = Running(tag="v1", reference="registry.example.com/acme/web:v1", image_id="sha256:111",
+             container_id="c1", container_name="zdd-web-1", address="10.0.0.1:8080", since=0.0)
+
+
+def ref(tag: str) -> ImageRef:
+    return ImageRef(APP.image, tag=tag)
+
+
+@pytest.fixture
+def world():
+    log: list[str] = []
+    runtime = FakeRuntime(log, registry={f"{APP.image}:v2": "sha256:222", f"{APP.image}:v1": "sha256:111"})
+    router = FakeRouter(log)
+    prober = FakeProber(log)
+    clock = FakeClock()
+    journal = FakeJournal(log)
+    statuses: list[str] = []
+    ticks: list[float] = []
+    swap = Swap(runtime, router, prober, clock, journal, status=statuses.append, tick=lambda: ticks.append(clock.now))
+    return {"log": log, "runtime": runtime, "router": router, "prober": prober, "clock": clock,
+            "journal": journal, "swap": swap, "statuses": statuses, "ticks": ticks}
+
+
+def test_deploy_runs_the_steps_in_order(world):
+    world["router"].in_flight_by_address["10.0.0.1:8080"] = [2, 1, 0, 0]
+    outcome = world["swap"].deploy(APP, ref("v2"), V1, "d1")
+
+    assert outcome.changed and outcome.running.tag == "v2" and outcome.running.address == "10.0.0.2:8080"
+    assert collapse(world["log"]) == [
+        "phase pulling",
+        "pull registry.example.com/acme/web:v2",
+        "phase starting",
+        "start v2 as c2",
+        "phase started",
+        "probe 10.0.0.2:8080/up -> ok",
+        "phase switching",
+        "route 10.0.0.2:8080 10.0.0.1:8080",
+        "phase draining",
+        "route 10.0.0.2:8080 10.0.0.1:8080",
+        "route 10.0.0.2:8080",
+        "phase stopping",
+        "stop c1 timeout=7",
+        "remove c1",
+    ]
+    assert "web: v1 -> v2: health 2/2" in world["statuses"]
+    assert "web: v1 -> v2: draining v1 (2 in flight)" in world["statuses"]
+
+
+def test_drain_waits_for_in_flight_requests_not_a_fixed_sleep(world):
+    world["router"].in_flight_by_address["10.0.0.1:8080"] = [3, 3, 3, 2, 1, 0, 0]
+    world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    stop_index = world["log"].index("stop c1 timeout=7")
+    assert world["log"].index("route 10.0.0.2:8080") < stop_index
+    assert world["router"].in_flight_by_address["10.0.0.1:8080"] == [0]  # every reading was consumed
+
+
+def test_drain_gives_up_at_the_drain_timeout_and_still_stops_the_old(world):
+    world["router"].in_flight_by_address["10.0.0.1:8080"] = [1]  # a request that never ends
+    started = world["clock"].now
+    world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    assert "stop c1 timeout=7" in world["log"]
+    assert world["clock"].now - started >= APP.drain_timeout
+
+
+def test_first_deploy_routes_only_the_new_container(world):
+    outcome = world["swap"].deploy(APP, ref("v2"), None, "d1")
+    assert outcome.changed
+    assert [e for e in world["log"] if e.startswith(("route", "stop", "remove"))] == [
+        "route 10.0.0.2:8080", "route 10.0.0.2:8080"]
+
+
+def test_already_live_tag_is_a_noop(world):
+    outcome = world["swap"].deploy(APP, ref("v1"), V1, "d1")
+    assert not outcome.changed and outcome.running is V1
+    assert world["log"] == []
+
+
+def test_pull_always_with_same_image_is_a_noop_after_the_pull(world):
+    app = AppConfig(**{**APP.__dict__, "pull": "always"})
+    outcome = world["swap"].deploy(app, ref("v1"), V1, "d1")
+    assert not outcome.changed
+    assert not any(e.startswith("start") for e in world["log"])
+
+
+def test_missing_pull_skips_pull_when_image_is_local(world):
+    world["runtime"].local_images.add(f"{APP.image}:v2")
+    world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    assert not any(e.startswith("pull") for e in world["log"])
+
+
+def test_pull_never_refuses_an_image_that_is_not_local(world):
+    app = AppConfig(**{**APP.__dict__, "pull": "never"})
+    with pytest.raises(PermanentError, match='not on this host and pull = "never"'):
+        world["swap"].deploy(app, ref("v2"), V1, "d1")
+    assert world["runtime"].started == []
+
+
+def test_pull_error_starts_nothing_and_touches_nothing(world):
+    with pytest.raises(PermanentError, match="manifest unknown"):
+        world["swap"].deploy(APP, ref("v404"), V1, "d1")
+    assert world["runtime"].started == [] and world["router"].routes == []
+    assert not any(e.startswith(("stop", "remove", "route")) for e in world["log"])
+
+
+def test_unhealthy_new_version_is_removed_and_old_never_touched(world):
+    world["prober"].results = ["HTTP 500"] * 1000
+    with pytest.raises(PermanentError) as failure:
+        world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    message = str(failure.value)
+    assert "web: v1 -> v2: health check http://10.0.0.2:8080/up did not pass 2 times in a row" in message
+    assert "last: HTTP 500" in message and "within 5000ms" in message
+    assert world["runtime"].removed == ["c2"]
+    assert not any(e.startswith(("route", "stop")) for e in world["log"])
+
+
+def test_health_needs_consecutive_successes(world):
+    world["prober"].results = [None, "HTTP 502", None, None]
+    world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    probes = [e for e in world["log"] if e.startswith("probe")]
+    assert len(probes) == 4
+
+
+def test_new_container_that_exits_fails_the_gate(world):
+    world["runtime"].exits_after_probes = 1
+    world["prober"].results = ["connection refused"] * 10
+    with pytest.raises(PermanentError, match="container zdd-web-d1 exited with code 1 before it became healthy"):
+        world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    assert world["runtime"].removed == ["c2"]
+
+
+def test_switch_failure_restores_the_old_route_and_removes_the_new(world):
+    world["router"].fail_route = TemporaryError("Caddy admin API unreachable")
+    with pytest.raises(TemporaryError):
+        world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    assert world["router"].routes == [["10.0.0.1:8080"]]
+    assert world["runtime"].removed == ["c2"]
+    assert not any(e.startswith("stop") for e in world["log"])
+
+
+def test_waits_tick_the_watchdog_and_sleep_the_configured_interval(world):
+    world["prober"].results = ["connection refused"] * 5
+    world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    assert len(world["ticks"]) >= 5
+    assert world["clock"].sleeps[:5] == [APP.health_interval] * 5
+
+
+def test_phases_are_journaled_before_each_step(world):
+    world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    assert world["journal"].phases == ["pulling", "starting", "started", "switching", "draining", "stopping"]
