@@ -12,6 +12,7 @@ from . import __version__
 from .caddy import check_caddy
 from .config import Config, config_path, load_config
 from .errors import ConfigError, RequestError, ZddError
+from .host import reload_safety_problem
 from .queue import QueueFile
 from .reference import parse_request
 from .state import HistoryEntry, StateStore
@@ -37,6 +38,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = [] if args.offline else check_caddy(config)
     for problem in problems:
         print(f"zdd check: {problem}", file=sys.stderr)
+    warning = reload_safety_problem()
+    if warning:
+        print(f"zdd check: warning: {warning}", file=sys.stderr)
     if problems:
         return EXIT_USAGE
     print(
@@ -74,7 +78,7 @@ def _wait_for(config: Config, app: str, reference: str, since: float, timeout: f
     shown = ""
     while time.monotonic() < deadline:
         for entry in reversed(store.load().history):
-            if entry.app == app and entry.reference == reference and entry.requested_at >= since - 1:
+            if entry.app == app and entry.reference == reference and entry.requested_at >= since:
                 if entry.result != shown:
                     shown = entry.result
                     print(f"{app}: {entry.tag}: {entry.result}", file=sys.stderr)

@@ -14,6 +14,7 @@ from .config import AppConfig, Config, load_config
 from .docker_runtime import DockerRuntime
 from .errors import ConfigError, RequestError, TemporaryError, ZddError
 from .health import HttpProber
+from .host import reload_safety_problem
 from .lock import StateLock
 from .queue import QueueFile, QueueWatcher
 from .reconcile import plan_app
@@ -262,6 +263,9 @@ class Agent:
         watcher = QueueWatcher(self.config.queue_path, self.wake)
         try:
             self.queue.ensure_exists()
+            warning = reload_safety_problem()
+            if warning:
+                log.warning("%s", warning)
             self.runtime.ensure_network()
             self.router.ensure_snippets({n: [a.current.address] for n, a in self.state.apps.items() if a.current})
             self.try_reconcile()

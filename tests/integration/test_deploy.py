@@ -1,0 +1,199 @@
+"""Deploys against a real dockerd and a real Caddy, under real HTTP load: zero failed requests."""
+
+import time
+
+import pytest
+
+from tests.support.images import REPOSITORY, SLOW_SECONDS
+from tests.support.load import LoadClient
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def switch_moment(stack) -> float:
+    """When the agent told systemd it switched (first STATUS after health passed), monotonic time."""
+    for moment, message in stack.agent.notify.messages:
+        if "draining" in message or "stopping" in message:
+            return moment
+    raise AssertionError("the agent never reported draining/stopping")
+
+
+def assert_no_failures(stack, load: LoadClient) -> None:
+    """Zero failed requests. One exception, measured and documented (README, Caddy versions): Caddy 2.7+
+    itself closes a few brand-new connections without a response at the instant of a config load, even
+    with no zdd involved (bench/caddy_reload.py shows it); those are listed, never hidden, and
+    must be exactly that: a fresh connection, no response byte, within 50 ms of a load Caddy logged."""
+    failures = load.failures
+    if stack.caddy.version_tuple() >= (2, 7):
+        reloads = stack.caddy.reload_times()
+        caddy_side = [f for f in failures if f.kind == "fresh" and f.error.startswith("RemoteDisconnected")
+                      and any(abs(f.wall - t) < 0.05 for t in reloads)]
+        if caddy_side:
+            print(f"{len(caddy_side)} new connection(s) closed by Caddy {stack.caddy.version()} at a config load")
+        failures = [f for f in failures if f not in caddy_side]
+    assert failures == [], load.summary()
+
+
+def deploy_under_load(stack, tag_from: str, tag_to: str) -> LoadClient:
+    stack.start()
+    first = stack.deploy(tag_from)
+    assert first.returncode == 0, first.stderr
+    stack.caddy.wait_serving(tag_from)
+    old_containers = {c.id for c in stack.containers()}
+
+    with LoadClient(stack.caddy.port) as load:
+        time.sleep(2.5)  # steady state, with slow requests in flight
+        stack.agent.echo(tag_to)  # exactly as a user: echo v2 > /var/lib/zdd/queue
+        wait_until(lambda: tag_to in load.bodies_after(time.monotonic() - 0.5), 60, f"{tag_to} served")
+        wait_until(lambda: not old_containers & {c.id for c in stack.containers()}, 60, "old container removed")
+        time.sleep(SLOW_SECONDS + 1)  # slow requests begun on the new version finish too
+
+    print(load.summary())
+    assert_no_failures(stack, load)
+    moment = switch_moment(stack)
+    assert load.in_flight_at(moment), "no slow request was in flight at the switch; the test proves too little"
+    assert load.bodies_after(time.monotonic() - 1) == {tag_to}
+    assert len(stack.containers()) == 1
+    return load
+
+
+def test_deploy_under_load_has_zero_failed_requests(stack):
+    load = deploy_under_load(stack, "v1", "v2")
+    kinds = {r.kind for r in load.results}
+    assert kinds == {"keepalive", "fresh", "slow"}
+    status = stack.agent.cli("status", "--json")
+    assert '"current": "v2"' in status.stdout and '"previous": "v1"' in status.stdout
+
+
+def test_app_that_exits_at_once_on_sigterm_loses_nothing(stack):
+    # busybox httpd dies on SIGTERM with its CGI children: only the measured drain protects slow requests.
+    deploy_under_load(stack, "abrupt1", "abrupt2")
+
+
+def test_unhealthy_version_never_receives_traffic(stack):
+    stack.configure(start_timeout="3s")
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    with LoadClient(stack.caddy.port, slow_workers=1) as load:
+        time.sleep(1)
+        result = stack.deploy("sick")
+        time.sleep(1)
+    assert result.returncode == 1
+    assert "health check http://" in result.stderr and "/up did not pass 3 times in a row" in result.stderr
+    assert "HTTP 404" in result.stderr
+    assert_no_failures(stack, load)
+    assert load.bodies_after(0) == {"v1"}
+    assert [c.labels["zdd.tag"] for c in stack.containers()] == ["v1"]
+    assert "web: v1 -> sick: deploy" in stack.agent.log and "failed" in stack.agent.log
+
+
+def test_container_that_crashes_at_start_is_reported_with_its_output(stack):
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    result = stack.deploy("crash")
+    assert result.returncode == 1
+    assert "exited with code 1" in result.stderr and "fatal: cannot open database" in result.stderr
+    stack.caddy.wait_serving("v1")
+    assert [c.labels["zdd.tag"] for c in stack.containers()] == ["v1"]
+
+
+def test_already_live_tag_is_a_noop(stack):
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    container = stack.containers()[0].id
+    again = stack.deploy("v1")
+    assert again.returncode == 0 and "unchanged" in again.stdout
+    assert [c.id for c in stack.containers()] == [container]
+    assert "v1 is already live; nothing to do" in stack.agent.log
+
+
+def test_invalid_queue_lines_are_rejected_and_the_agent_keeps_going(stack):
+    stack.start()
+    stack.agent.echo("../../etc/passwd")
+    stack.agent.echo("evil.example.com/acme/web:v1")
+    wait_until(lambda: stack.agent.log.count("queue: rejected entry") >= 2, 10, "two rejections logged")
+    assert "is not the repository of any configured app" in stack.agent.log
+    assert stack.deploy("v1").returncode == 0
+    stack.caddy.wait_serving("v1")
+
+
+def test_routing_survives_caddy_reload_and_restart(stack):
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    assert stack.deploy("v2").returncode == 0
+    stack.caddy.wait_serving("v2")
+    stack.caddy.reload()  # systemctl reload caddy: the Caddyfile from disk, with zdd's snippet
+    assert stack.caddy.get() == (200, "v2")
+    stack.caddy.restart()  # systemctl restart caddy
+    assert stack.caddy.get() == (200, "v2")
+    assert stack.deploy("v3").returncode == 0  # and zdd still drives the restarted Caddy
+    stack.caddy.wait_serving("v3")
+
+
+def test_before_the_first_deploy_the_site_answers_503(stack):
+    stack.start()
+    assert stack.caddy.get() == (503, "web: no version deployed yet")
+
+
+def test_agent_restart_keeps_serving_and_remembers_the_version(stack):
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    container = stack.containers()[0].id
+    with LoadClient(stack.caddy.port, slow_workers=1) as load:
+        assert stack.agent.stop() == 0
+        time.sleep(0.5)
+        stack.agent.start()
+        time.sleep(0.5)
+    assert_no_failures(stack, load)
+    assert [c.id for c in stack.containers()] == [container]  # containers are not the agent's children
+    assert stack.deploy("v2").returncode == 0
+    stack.caddy.wait_serving("v2")
+
+
+@pytest.mark.parametrize("caddy_binary", ["caddy2.6"], indirect=True)
+def test_pull_from_a_registry_and_a_missing_tag(stack, registry, docker_client, test_images):
+    repository = f"{registry}/zdd-it/web"
+    for tag in ("v2", "v3"):
+        docker_client.images.get(test_images[tag]).tag(repository, tag)
+        for message in docker_client.api.push(repository, tag=tag, stream=True, decode=True):
+            assert "error" not in message, message
+        docker_client.images.remove(f"{repository}:{tag}")  # so zdd must pull it
+    stack.configure(image=repository, pull="missing")
+    stack.start()
+    assert stack.deploy("v2").returncode == 0
+    stack.caddy.wait_serving("v2")
+    assert "pulled 127.0.0.1" in stack.agent.log
+
+    with LoadClient(stack.caddy.port, slow_workers=1) as load:
+        missing = stack.deploy("v404")
+    assert missing.returncode == 1
+    assert f"pull {repository}:v404" in missing.stderr and "not found" in missing.stderr.lower()
+    assert_no_failures(stack, load)
+    assert stack.caddy.get() == (200, "v2")
+    assert [c.labels["zdd.tag"] for c in stack.containers()] == ["v2"]
+
+    stack.configure(image=repository, pull="always")
+    stack.agent.stop()
+    stack.agent.start()
+    assert stack.deploy(f"{repository}:v3").returncode == 0  # a full reference of the app's repository
+    stack.caddy.wait_serving("v3")
+
+
+def test_the_image_is_run_by_id_and_labelled_for_rediscovery(stack, docker_client):
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    (container,) = stack.containers()
+    labels = container.labels
+    assert labels["zdd.app"] == "web" and labels["zdd.tag"] == "v1" and labels["zdd.deploy"]
+    assert labels["zdd.reference"] == f"{REPOSITORY}:v1"
+    host_config = container.attrs["HostConfig"]
+    assert host_config["RestartPolicy"]["Name"] == "unless-stopped" and host_config["Init"] is True
+    assert container.attrs["Image"] == docker_client.images.get(f"{REPOSITORY}:v1").id
+    assert stack.network in container.attrs["NetworkSettings"]["Networks"]

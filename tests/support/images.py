@@ -1,0 +1,78 @@
+"""Test images built locally (no registry is reachable): busybox httpd in a FROM scratch image.
+
+Every image serves `/` with its version, `/up` for health and `/cgi-bin/slow` that answers after
+SLOW_SECONDS, so a request can be in flight at the moment of the switch.
+"""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import docker
+
+REPOSITORY = "zdd-it/web"
+SLOW_SECONDS = 1.5
+BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static: no libraries needed in the image
+
+# Handles SIGTERM like a well-behaved server: keeps serving for a moment, then exits.
+GRACEFUL = """#!/bin/sh
+httpd -f -p 8080 -h /www &
+pid=$!
+trap 'sleep 1; kill $pid; wait $pid; exit 0' TERM
+wait $pid
+"""
+SLOW_CGI = f"""#!/bin/sh
+sleep {SLOW_SECONDS}
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+cat /www/index.html
+"""
+# For the WebSocket test: a 101 upgrade, then echo every line back, on the same port as /up.
+WS_SERVER = """#!/bin/sh
+read -r method path proto
+while read -r line; do [ "$(printf '%s' "$line" | tr -d '\\r')" = "" ] && break; done
+case "$path" in
+  /up) printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 3\\r\\nConnection: close\\r\\n\\r\\nok\\n' ;;
+  /ws) printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'
+       while read -r line; do echo "$(cat /www/index.html) $line"; done ;;
+  *) printf 'HTTP/1.1 200 OK\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n%s' \\
+       "$(wc -c < /www/index.html)" "$(cat /www/index.html)" ;;
+esac
+"""
+
+VARIANTS = {
+    # name: (command, healthy, extra files)
+    "graceful": (["/bin/sh", "/app/run.sh"], True),
+    "abrupt": (["httpd", "-f", "-p", "8080", "-h", "/www"], True),  # exits at once on SIGTERM
+    "sick": (["httpd", "-f", "-p", "8080", "-h", "/www"], False),  # /up answers 404
+    "crash": (["/bin/sh", "-c", "echo 'fatal: cannot open database' >&2; exit 1"], True),
+    "ws": (["nc", "-ll", "-p", "8080", "-e", "/app/ws.sh"], True),
+}
+
+
+def build(client: docker.DockerClient, tag: str, variant: str = "graceful", repository: str = REPOSITORY) -> str:
+    """Build repository:tag whose `/` answers `tag`. Returns the image reference."""
+    command, healthy = VARIANTS[variant]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shutil.copy(BUSYBOX, root / "busybox")
+        www = root / "www"
+        (www / "cgi-bin").mkdir(parents=True)
+        (www / "index.html").write_text(tag + "\n")
+        if healthy:
+            (www / "up").write_text("ok\n")
+        (www / "cgi-bin" / "slow").write_text(SLOW_CGI)
+        (www / "cgi-bin" / "slow").chmod(0o755)
+        (root / "app").mkdir()
+        (root / "app" / "run.sh").write_text(GRACEFUL)
+        (root / "app" / "ws.sh").write_text(WS_SERVER)
+        (root / "app" / "ws.sh").chmod(0o755)
+        cmd = ", ".join(f'"{part}"' for part in command)
+        (root / "Dockerfile").write_text(
+            "FROM scratch\n"
+            "COPY busybox /bin/busybox\n"
+            'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+            "COPY www /www\nCOPY app /app\n"
+            f"CMD [{cmd}]\n"
+        )
+        client.images.build(path=tmp, tag=f"{repository}:{tag}", rm=True)
+    return f"{repository}:{tag}"
