@@ -17,9 +17,13 @@ def reload_safety_problem(path: Path = TCP_MIGRATE_REQ) -> str | None:
     try:
         value = path.read_text().strip()
     except OSError:
-        return "net.ipv4.tcp_migrate_req is not available (kernel older than 5.14?): Caddy reloads may reset " \
-               "a few new connections"
+        return (
+            "net.ipv4.tcp_migrate_req is not available (kernel older than 5.14?): Caddy reloads may reset "
+            "a few new connections"
+        )
     if value != "1":
-        return "net.ipv4.tcp_migrate_req is 0: each Caddy reload may reset connections still queued on its old " \
-               "socket; set it to 1 (sysctl -w net.ipv4.tcp_migrate_req=1; the zdd package does so in sysctl.d)"
+        return (
+            "net.ipv4.tcp_migrate_req is 0: each Caddy reload may reset connections still queued on its old "
+            "socket; set it to 1 (sysctl -w net.ipv4.tcp_migrate_req=1; the zdd package does so in sysctl.d)"
+        )
     return None

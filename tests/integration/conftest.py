@@ -13,12 +13,12 @@ from pathlib import Path
 
 import docker
 import pytest
-from zdd.host import reload_safety_problem
 
 from tests.support import images
 from tests.support.agent_process import AgentProcess, write_config
 from tests.support.caddy_server import CaddyServer
 from tests.support.net import free_port, wait_for_port
+from zdd.host import reload_safety_problem
 
 DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 CADDY_BINARIES = {
@@ -48,8 +48,17 @@ def host_ready_for_reloads():
 def test_images(docker_client):
     """repository:tag for every image the tests deploy, built once per run."""
     built = {}
-    for tag, variant in (("v1", "graceful"), ("v2", "graceful"), ("v3", "graceful"), ("abrupt1", "abrupt"),
-                         ("abrupt2", "abrupt"), ("sick", "sick"), ("crash", "crash"), ("ws1", "ws"), ("ws2", "ws")):
+    for tag, variant in (
+        ("v1", "graceful"),
+        ("v2", "graceful"),
+        ("v3", "graceful"),
+        ("abrupt1", "abrupt"),
+        ("abrupt2", "abrupt"),
+        ("sick", "sick"),
+        ("crash", "crash"),
+        ("ws1", "ws"),
+        ("ws2", "ws"),
+    ):
         built[tag] = images.build(docker_client, tag, variant)
     return built
 
@@ -77,11 +86,19 @@ class Stack:
         self.configure()
 
     def configure(self, **app_keys) -> None:
-        app = {"image": images.REPOSITORY, "port": 8080, "health_path": "/up", "health_interval": "100ms",
-               "start_timeout": "20s", "drain_timeout": "20s", "stop_timeout": "5s"}
+        app = {
+            "image": images.REPOSITORY,
+            "port": 8080,
+            "health_path": "/up",
+            "health_interval": "100ms",
+            "start_timeout": "20s",
+            "drain_timeout": "20s",
+            "stop_timeout": "5s",
+        }
         app.update(app_keys)
-        write_config(self.config_path, self.state_dir, self.caddy.admin, self.caddy.caddyfile, self.network,
-                     {"web": app})
+        write_config(
+            self.config_path, self.state_dir, self.caddy.admin, self.caddy.caddyfile, self.network, {"web": app}
+        )
 
     def start(self) -> "Stack":
         # The agent first: it writes the snippet the Caddyfile imports (Caddy refuses a missing import).
@@ -122,8 +139,10 @@ def stack(tmp_path, caddy_binary, docker_client, test_images, request):
     s = Stack(tmp_path, caddy_binary, docker_client)
     yield s
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-        print(f"--- agent log ---\n{s.agent.log}\n--- caddy log (tail) ---\n"
-              f"{s.caddy.log.read_text(errors='replace')[-3000:] if s.caddy.log.exists() else ''}")
+        print(
+            f"--- agent log ---\n{s.agent.log}\n--- caddy log (tail) ---\n"
+            f"{s.caddy.log.read_text(errors='replace')[-3000:] if s.caddy.log.exists() else ''}"
+        )
     s.close()
 
 
@@ -143,12 +162,10 @@ def registry(tmp_path_factory, docker_client):
     workdir = tmp_path_factory.mktemp("registry")
     port = free_port()
     (workdir / "config.yml").write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {workdir}/data\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {workdir}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
     )
     with open(workdir / "registry.log", "wb") as log:
-        process = subprocess.Popen([binary, "serve", str(workdir / "config.yml")], stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen([binary, "serve", str(workdir / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
     wait_for_port(port)
     yield f"127.0.0.1:{port}"
     process.terminate()

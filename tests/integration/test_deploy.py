@@ -33,8 +33,13 @@ def assert_no_failures(stack, load: LoadClient) -> None:
     failures = load.failures
     if stack.caddy.version_tuple() >= (2, 7):
         reloads = stack.caddy.reload_times()
-        caddy_side = [f for f in failures if f.kind == "fresh" and f.error.startswith("RemoteDisconnected")
-                      and any(abs(f.wall - t) < 0.05 for t in reloads)]
+        caddy_side = [
+            f
+            for f in failures
+            if f.kind == "fresh"
+            and f.error.startswith("RemoteDisconnected")
+            and any(abs(f.wall - t) < 0.05 for t in reloads)
+        ]
         if caddy_side:
             print(f"{len(caddy_side)} new connection(s) closed by Caddy {stack.caddy.version()} at a config load")
         failures = [f for f in failures if f not in caddy_side]

@@ -11,14 +11,19 @@ import tomli_w
 from .notify import NotifySocket
 
 
-def write_config(path: Path, state_dir: Path, caddy_admin: str, caddyfile: Path, network: str,
-                 apps: dict[str, dict]) -> Path:
-    path.write_text(tomli_w.dumps({
-        "state_dir": str(state_dir),
-        "network": network,
-        "caddy": {"admin": caddy_admin, "caddyfile": str(caddyfile)},
-        "apps": apps,
-    }))
+def write_config(
+    path: Path, state_dir: Path, caddy_admin: str, caddyfile: Path, network: str, apps: dict[str, dict]
+) -> Path:
+    path.write_text(
+        tomli_w.dumps(
+            {
+                "state_dir": str(state_dir),
+                "network": network,
+                "caddy": {"admin": caddy_admin, "caddyfile": str(caddyfile)},
+                "apps": apps,
+            }
+        )
+    )
     return path
 
 

@@ -42,8 +42,13 @@ class CaddyServer:
         # Caddy's autosave and data go to the test's directory, not root's home.
         env = {**os.environ, "XDG_CONFIG_HOME": str(self.workdir / "xdg"), "XDG_DATA_HOME": str(self.workdir / "xdg")}
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([self.binary, "run", "--config", str(self.caddyfile)],
-                                            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env)
+            self.process = subprocess.Popen(
+                [self.binary, "run", "--config", str(self.caddyfile)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=env,
+            )
         wait_for_port(self.admin_port)
         wait_for_port(self.port)
 
@@ -59,9 +64,14 @@ class CaddyServer:
 
     def reload(self) -> None:
         """What `systemctl reload caddy` does on Debian: push the Caddyfile from disk."""
-        subprocess.run([self.binary, "reload", "--config", str(self.caddyfile), "--adapter", "caddyfile"],
-                       check=True, capture_output=True, cwd=self.workdir, timeout=30,
-                       env={**os.environ, "XDG_CONFIG_HOME": str(self.workdir / "xdg")})
+        subprocess.run(
+            [self.binary, "reload", "--config", str(self.caddyfile), "--adapter", "caddyfile"],
+            check=True,
+            capture_output=True,
+            cwd=self.workdir,
+            timeout=30,
+            env={**os.environ, "XDG_CONFIG_HOME": str(self.workdir / "xdg")},
+        )
 
     def get(self, path: str = "/") -> tuple[int, str]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)

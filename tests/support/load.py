@@ -98,8 +98,11 @@ class LoadClient:
         conn.close()
 
     def start(self) -> "LoadClient":
-        for kind, count in (("keepalive", self.keepalive_workers), ("fresh", self.fresh_workers),
-                            ("slow", self.slow_workers)):
+        for kind, count in (
+            ("keepalive", self.keepalive_workers),
+            ("fresh", self.fresh_workers),
+            ("slow", self.slow_workers),
+        ):
             for _ in range(count):
                 thread = threading.Thread(target=self._worker, args=(kind,), daemon=True)
                 thread.start()
@@ -130,8 +133,10 @@ class LoadClient:
 
     def summary(self) -> str:
         failed = self.failures
-        text = (f"{len(self.results)} requests, {len(failed)} failed, {self.stale_retries} keep-alive retries "
-                f"(idle connection closed by Caddy's reload)")
+        text = (
+            f"{len(self.results)} requests, {len(failed)} failed, {self.stale_retries} keep-alive retries "
+            f"(idle connection closed by Caddy's reload)"
+        )
         if failed:
             text += "; first failures: " + "; ".join(f"{r.kind}: {r.error or r.status}" for r in failed[:5])
         return text

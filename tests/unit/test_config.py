@@ -4,6 +4,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from zdd.config import load_config, parse_config
 from zdd.durations import format_duration, parse_duration
 from zdd.errors import ConfigError
@@ -37,9 +38,18 @@ def test_minimal_config_from_the_readme():
 
 
 def test_durations_and_optional_keys():
-    app = parse_config(with_app(health_interval="250ms", start_timeout="2m", drain_timeout=5, stop_timeout="1.5s",
-                                env={"A": "1", "B": 2}, volumes=["/srv/data:/data:ro"], pull="always",
-                                command=["httpd", "-f"])).apps["web"]
+    app = parse_config(
+        with_app(
+            health_interval="250ms",
+            start_timeout="2m",
+            drain_timeout=5,
+            stop_timeout="1.5s",
+            env={"A": "1", "B": 2},
+            volumes=["/srv/data:/data:ro"],
+            pull="always",
+            command=["httpd", "-f"],
+        )
+    ).apps["web"]
     assert (app.health_interval, app.start_timeout, app.drain_timeout, app.stop_timeout) == (0.25, 120, 5, 1.5)
     assert app.env == {"A": "1", "B": "2"} and app.volumes == ("/srv/data:/data:ro",) and app.pull == "always"
 

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+
 import zdd.queue as queue_module
 from zdd.queue import CLAIM_PREFIX, QueueFile, QueueWatcher
 

@@ -3,12 +3,27 @@
 from zdd.reconcile import Found, plan_app
 from zdd.state import AppState, Running
 
-OLD = Running(tag="v1", reference="r:v1", image_id="i1", container_id="c1", container_name="zdd-web-1",
-              address="10.0.0.1:8080", since=1.0)
+OLD = Running(
+    tag="v1",
+    reference="r:v1",
+    image_id="i1",
+    container_id="c1",
+    container_name="zdd-web-1",
+    address="10.0.0.1:8080",
+    since=1.0,
+)
 OLD_FOUND = Found("c1", "zdd-web-1", True, "10.0.0.1:8080")
 NEW_FOUND = Found("c2", "zdd-web-2", True, "10.0.0.2:8080")
-NEW_DATA = {"deploy": "d2", "container": "c2", "address": "10.0.0.2:8080", "tag": "v2", "reference": "r:v2",
-            "image": "i2", "name": "zdd-web-2", "old": "c1"}
+NEW_DATA = {
+    "deploy": "d2",
+    "container": "c2",
+    "address": "10.0.0.2:8080",
+    "tag": "v2",
+    "reference": "r:v2",
+    "image": "i2",
+    "name": "zdd-web-2",
+    "old": "c1",
+}
 
 
 def plan(phase: str, containers, routed=frozenset(), data=None):

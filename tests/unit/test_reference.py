@@ -1,6 +1,7 @@
 """Queue lines and image references: what is accepted, for which app, and what is refused."""
 
 import pytest
+
 from zdd.errors import RequestError
 from zdd.reference import ImageRef, normalize_repository, parse_request
 

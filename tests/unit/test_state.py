@@ -4,8 +4,15 @@ import os
 
 from zdd.state import HISTORY_LIMIT, HistoryEntry, Running, State, StateStore
 
-RUNNING = Running(tag="v1", reference="r/web:v1", image_id="sha256:1", container_id="c1",
-                  container_name="zdd-web-1", address="10.0.0.1:8080", since=12.5)
+RUNNING = Running(
+    tag="v1",
+    reference="r/web:v1",
+    image_id="sha256:1",
+    container_id="c1",
+    container_name="zdd-web-1",
+    address="10.0.0.1:8080",
+    since=12.5,
+)
 
 
 def test_round_trip(tmp_path):
@@ -39,7 +46,10 @@ def test_history_is_bounded_and_replaced_by_id():
     state = State()
     for i in range(HISTORY_LIMIT + 10):
         state.record(HistoryEntry(deploy_id=f"d{i}", app="web", tag=f"v{i}", reference="", requested_at=i))
-    state.record(HistoryEntry(deploy_id=f"d{HISTORY_LIMIT + 9}", app="web", tag="x", reference="", requested_at=0,
-                              result="succeeded"))
+    state.record(
+        HistoryEntry(
+            deploy_id=f"d{HISTORY_LIMIT + 9}", app="web", tag="x", reference="", requested_at=0, result="succeeded"
+        )
+    )
     assert len(state.history) == HISTORY_LIMIT
     assert state.history[-1].result == "succeeded" and state.history[0].deploy_id == "d10"

@@ -1,18 +1,32 @@
 """The swap's order of steps and every failure path, over in-memory fakes."""
 
 import pytest
+
+from tests.support.fakes import FakeClock, FakeJournal, FakeProber, FakeRouter, FakeRuntime, collapse
 from zdd.config import AppConfig
 from zdd.errors import PermanentError, TemporaryError
 from zdd.reference import ImageRef
 from zdd.state import Running
 from zdd.swap import Swap
 
-from tests.support.fakes import FakeClock, FakeJournal, FakeProber, FakeRouter, FakeRuntime, collapse
-
-APP = AppConfig(name="web", image="registry.example.com/acme/web", port=8080, health_successes=2,
-                start_timeout=5.0, drain_timeout=3.0, stop_timeout=7.0)
-V1 = Running(tag="v1", reference="registry.example.com/acme/web:v1", image_id="sha256:111",
-             container_id="c1", container_name="zdd-web-1", address="10.0.0.1:8080", since=0.0)
+APP = AppConfig(
+    name="web",
+    image="registry.example.com/acme/web",
+    port=8080,
+    health_successes=2,
+    start_timeout=5.0,
+    drain_timeout=3.0,
+    stop_timeout=7.0,
+)
+V1 = Running(
+    tag="v1",
+    reference="registry.example.com/acme/web:v1",
+    image_id="sha256:111",
+    container_id="c1",
+    container_name="zdd-web-1",
+    address="10.0.0.1:8080",
+    since=0.0,
+)
 
 
 def ref(tag: str) -> ImageRef:
@@ -30,8 +44,17 @@ def world():
     statuses: list[str] = []
     ticks: list[float] = []
     swap = Swap(runtime, router, prober, clock, journal, status=statuses.append, tick=lambda: ticks.append(clock.now))
-    return {"log": log, "runtime": runtime, "router": router, "prober": prober, "clock": clock,
-            "journal": journal, "swap": swap, "statuses": statuses, "ticks": ticks}
+    return {
+        "log": log,
+        "runtime": runtime,
+        "router": router,
+        "prober": prober,
+        "clock": clock,
+        "journal": journal,
+        "swap": swap,
+        "statuses": statuses,
+        "ticks": ticks,
+    }
 
 
 def test_deploy_runs_the_steps_in_order(world):
@@ -79,7 +102,9 @@ def test_first_deploy_routes_only_the_new_container(world):
     outcome = world["swap"].deploy(APP, ref("v2"), None, "d1")
     assert outcome.changed
     assert [e for e in world["log"] if e.startswith(("route", "stop", "remove"))] == [
-        "route 10.0.0.2:8080", "route 10.0.0.2:8080"]
+        "route 10.0.0.2:8080",
+        "route 10.0.0.2:8080",
+    ]
 
 
 def test_already_live_tag_is_a_noop(world):
