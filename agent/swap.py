@@ -116,7 +116,7 @@ class Swap:
         try:
             self._health_gate(app, container, what)
             self.journal.enter(app.name, "switching", deploy=deploy_id, **phase_data(new, current))
-            self._switch(app, container, current)
+            self._switch(app, container, current, what)
         except BaseException:
             self._discard(app, container, what)
             raise
@@ -181,7 +181,7 @@ class Swap:
             self.tick()
             self.clock.sleep(app.health_interval)
 
-    def _switch(self, app: AppConfig, new: Container, current: Running | None) -> None:
+    def _switch(self, app: AppConfig, new: Container, current: Running | None, what: str) -> None:
         addresses = [new.address, current.address] if current else [new.address]
         try:
             self.router.route(app, addresses)
@@ -190,7 +190,7 @@ class Swap:
             # file must say so too before the new container goes away.
             self._restore_route(app, current)
             raise
-        log.info("%s: switched: Caddy sends new requests to %s", app.name, new.address)
+        log.info("%s: switched: Caddy sends new requests to %s", what, new.address)
 
     def _restore_route(self, app: AppConfig, current: Running | None) -> None:
         try:
