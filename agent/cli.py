@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
@@ -147,6 +148,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_NOT_LIVE if failed else EXIT_OK
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    config = _load(args)
+    history = [e for e in StateStore(config.state_dir).load().history if not args.app or e.app == args.app]
+    history = history[-args.limit :]
+    if args.json:
+        print(json.dumps([asdict(e) for e in history], indent=2))
+        return EXIT_OK
+    for e in history:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started_at or e.requested_at))
+        took = f" in {e.ended_at - e.started_at:.1f}s" if e.ended_at and e.started_at else ""
+        change = f"{e.from_tag} -> {e.tag}" if e.from_tag else e.tag
+        line = f"{when}  {e.deploy_id}  {e.app}: {change}  {e.result}{took}"
+        print(line + (f"  ({e.reason})" if e.reason else ""))
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Queue the previous version of the app; it goes through the same zero-downtime path."""
+    config = _load(args)
+    apps = [args.app] if args.app else list(config.apps)
+    if len(apps) != 1 or apps[0] not in config.apps:
+        raise RequestError(f"name the app to roll back: zdd rollback APP (configured: {', '.join(config.apps)})")
+    app = apps[0]
+    previous = StateStore(config.state_dir).load().app(app).previous_reference
+    if not previous:
+        print(f"zdd rollback: {app} has no previous version to roll back to", file=sys.stderr)
+        return EXIT_FAILED
+    args.app, args.tag = app, previous
+    return cmd_deploy(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zdd", description="Zero-downtime Docker deployments behind Caddy.")
     parser.add_argument("--version", action="version", version=f"zdd {__version__}")
@@ -168,6 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what runs, and how the last deploy went")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    history = sub.add_parser("history", help="the deploys zdd remembers, oldest first")
+    history.add_argument("app", nargs="?", help="only this app")
+    history.add_argument("--json", action="store_true")
+    history.add_argument("--limit", type=int, default=50, help="show the last N (default 50)")
+    history.set_defaults(func=cmd_history)
+
+    rollback = sub.add_parser("rollback", help="deploy the previous version again, the same zero-downtime way")
+    rollback.add_argument("app", nargs="?")
+    rollback.add_argument("--wait", action="store_true", help="exit 0 only once it is live")
+    rollback.add_argument("--timeout", type=float, default=600.0)
+    rollback.set_defaults(func=cmd_rollback)
 
     check = sub.add_parser("check", help="validate the config and the Caddy setup")
     check.add_argument("--offline", action="store_true", help="check the file only, not Caddy")

@@ -16,6 +16,7 @@ from .errors import ConfigError, RequestError, TemporaryError, ZddError
 from .health import HttpProber
 from .host import reload_safety_problem
 from .lock import StateLock
+from .logcontext import deploy_context
 from .queue import QueueFile, QueueWatcher
 from .reconcile import plan_app
 from .reference import parse_reference, parse_request
@@ -67,6 +68,8 @@ class Agent:
             tick=self.tick,
         )
         self._last_ping = 0.0
+        self.deploying: AppConfig | None = None  # the app whose deploy runs now, if any
+        self._stop_announced = False
         self.converged = False  # start-up reconciliation done; retried each wake-up until it is
 
     # --- systemd ---------------------------------------------------------------------------------
@@ -77,6 +80,19 @@ class Agent:
         if interval and now - self._last_ping >= interval / 2:
             self.notifier.watchdog()
             self._last_ping = now
+        if self.stop_requested and not self._stop_announced:
+            self._stop_announced = True
+            self._announce_stop()
+
+    def _announce_stop(self) -> None:
+        """STOPPING=1 at once; mid-deploy, also how much longer systemd must wait for the deploy to end."""
+        app = self.deploying
+        if app is None:
+            self.notifier.stopping(f"stopping; {self.idle_status()}")
+            return
+        bound = app.start_timeout + app.drain_timeout + app.stop_timeout + 30
+        self.notifier.stopping(f"stopping after the deploy of {app.name} in progress", extend_usec=int(bound * 1e6))
+        log.log(NOTICE, "%s: stop requested; finishing the deploy in progress first (at most %.0fs)", app.name, bound)
 
     def idle_status(self) -> str:
         parts = []
@@ -187,37 +203,41 @@ class Agent:
         return newest
 
     def deploy(self, app: AppConfig, entry: HistoryEntry) -> None:
+        """Run one queued request through the swap and record how it ended."""
         app_state = self.state.app(app.name)
         current = app_state.current
         entry.result, entry.started_at = "running", time.time()
         entry.from_tag = current.tag if current else ""
         self.store.save(self.state)
         what = f"{app.name}: {entry.from_tag or '(none)'} -> {entry.tag}"
-        log.log(NOTICE, "%s: deploy %s started", what, entry.deploy_id)
-        try:
-            outcome = self.swap.deploy(app, parse_reference(entry.reference, app.image), current, entry.deploy_id)
-        except ZddError as err:
-            entry.result, entry.reason = "failed", str(err)
-            self.last_failure = f"{what}: {err}"
-            log.error("%s: deploy %s failed: %s", what, entry.deploy_id, err)
-        except Exception as err:  # a bug must not kill the agent; converge instead
-            entry.result, entry.reason = "failed", f"internal error: {err!r}"
-            self.last_failure = f"{what}: internal error"
-            log.exception("%s: deploy %s failed with an internal error", what, entry.deploy_id)
-            self._reconcile_after_error(app)
-        else:
-            entry.image_id = outcome.running.image_id
-            if outcome.changed:
-                app_state.previous_tag = current.tag if current else ""
-                app_state.previous_reference = current.reference if current else ""
-                entry.result = "succeeded"
-                self.last_failure = ""
-                log.log(
-                    NOTICE, "%s: deploy %s succeeded in %.1fs", what, entry.deploy_id, time.time() - entry.started_at
-                )
+        self.deploying = app
+        with deploy_context(app.name, entry.tag, entry.deploy_id):
+            log.log(NOTICE, "%s: deploy %s started", what, entry.deploy_id)
+            try:
+                ref = parse_reference(entry.reference, app.image)
+                outcome = self.swap.deploy(app, ref, current, entry.deploy_id)
+            except ZddError as err:
+                entry.result, entry.reason = "failed", str(err)
+                self.last_failure = f"{what}: {err}"
+                log.error("%s: deploy %s failed: %s", what, entry.deploy_id, err)
+            except Exception as err:  # a bug must not kill the agent; converge instead
+                entry.result, entry.reason = "failed", f"internal error: {err!r}"
+                self.last_failure = f"{what}: internal error"
+                log.exception("%s: deploy %s failed with an internal error", what, entry.deploy_id)
+                self._reconcile_after_error(app)
             else:
-                entry.result, entry.reason = "unchanged", f"{entry.tag} was already live"
-            app_state.current = outcome.running
+                entry.image_id = outcome.running.image_id
+                if outcome.changed:
+                    app_state.previous_tag = current.tag if current else ""
+                    app_state.previous_reference = current.reference if current else ""
+                    entry.result, self.last_failure = "succeeded", ""
+                    took = time.time() - entry.started_at
+                    log.log(NOTICE, "%s: deploy %s succeeded in %.1fs", what, entry.deploy_id, took)
+                else:
+                    entry.result, entry.reason = "unchanged", f"{entry.tag} was already live"
+                app_state.current = outcome.running
+            finally:
+                self.deploying = None
         entry.ended_at = time.time()
         app_state.phase, app_state.phase_data = "", {}
         self.store.save(self.state)
@@ -301,5 +321,5 @@ class Agent:
             except (TemporaryError, OSError) as err:
                 log.error("%s; will retry", err)
             self.notifier.status(self.idle_status())
-        self.notifier.stopping(f"stopping; {self.idle_status()}")
-        log.log(NOTICE, "zdd agent stopping")
+        self.tick()  # announces STOPPING=1 if the signal came while idle
+        log.log(NOTICE, "zdd agent stopping: %s", self.idle_status())
