@@ -52,6 +52,7 @@ class Agent:
         self.store = StateStore(config.state_dir)
         self.state = self.store.load()
         self.queue = QueueFile(config.queue_path)
+        self.queue.restore(self.state.queue_offsets)
         self.wake = threading.Event()
         self.stop_requested = False
         self.reload_requested = False
@@ -71,6 +72,7 @@ class Agent:
         self.deploying: AppConfig | None = None  # the app whose deploy runs now, if any
         self._stop_announced = False
         self.converged = False  # start-up reconciliation done; retried each wake-up until it is
+        self._reconcile_error = ""
 
     # --- systemd ---------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -116,7 +118,7 @@ class Agent:
         try:
             routed = self.router.routed_addresses()
         except ZddError as err:
-            log.warning("cannot read Caddy's upstreams (%s); assuming nothing is routed", err)
+            log.debug("cannot read Caddy's upstreams (%s); assuming nothing is routed", err)
             routed = set()
         for app in self.config.apps.values():
             self._reconcile_app(app, routed)
@@ -124,9 +126,15 @@ class Agent:
     def try_reconcile(self) -> None:
         try:
             self.reconcile()
-            self.converged = True
         except (TemporaryError, OSError) as err:
-            log.error("start-up reconciliation failed: %s; retrying, deploys wait until it succeeds", err)
+            # Once per distinct cause: the retry runs on every wake-up.
+            level = logging.DEBUG if str(err) == self._reconcile_error else logging.ERROR
+            self._reconcile_error = str(err)
+            log.log(level, "start-up reconciliation failed: %s; retrying, deploys wait until it succeeds", err)
+        else:
+            if self._reconcile_error:
+                log.log(NOTICE, "start-up reconciliation succeeded after: %s", self._reconcile_error)
+            self.converged = True
 
     def _reconcile_app(self, app: AppConfig, routed: set[str]) -> None:
         app_state = self.state.app(app.name)
@@ -164,8 +172,10 @@ class Agent:
     # --- the queue ---------------------------------------------------------------------------------
     def take_queue(self) -> None:
         repositories = self.config.repositories()
-        changed = False
-        for entry in self.queue.claim():
+        entries = self.queue.claim()
+        changed = self.state.queue_offsets != self.queue.offsets()
+        self.state.queue_offsets = self.queue.offsets()  # saved with the requests below, in one write
+        for entry in entries:
             line = entry.line.strip()
             if not line:
                 continue

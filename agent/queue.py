@@ -4,7 +4,8 @@ Claiming: zdd atomically exchanges the queue with a fresh empty file (renameat2 
 `queue` always exists with its permissions, and every byte a writer finished writing lands either in
 the claimed file or in the new queue, never nowhere. A writer that opened the queue just before the
 exchange writes into the claimed file; zdd keeps reading a claimed file for CLAIM_GRACE seconds.
-Claimed files are named .claim-* in the state dir, so a restart finds what a crash left unread.
+Claimed files are named .claim-* in the state dir, so a restart finds what a crash left unread; how far
+each was read is saved with the requests it held (see offsets()), so a restart reads nothing twice.
 """
 
 import ctypes
@@ -80,6 +81,16 @@ class QueueFile:
     def __init__(self, path: Path):
         self.path = path
         self.claims: dict[Path, Claim] = {}
+
+    def offsets(self) -> dict[str, int]:
+        """How far each open claim was read; saved with the entries so a restart reads nothing twice."""
+        return {path.name: claim.offset for path, claim in self.claims.items()}
+
+    def restore(self, offsets: dict[str, int]) -> None:
+        for name, offset in offsets.items():
+            path = self.path.with_name(name)
+            if path.exists():
+                self.claims[path] = Claim(path, offset)
 
     def ensure_exists(self) -> None:
         try:

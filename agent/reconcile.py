@@ -56,6 +56,8 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
     if state.phase and new and new.running and switched:
         live = _running_from_phase(state.phase_data, now)
         old = current if current and current.container_id != new_id else None
+        if state.phase == "stopping":
+            old = None  # drained and sent SIGTERM before the crash: removing it is all that is left
         keep = {new_id, old.container_id if old else ""}
         notes.append(f"{app}: finishing the interrupted deploy of {live.tag} (it had switched)")
         return Plan(

@@ -59,6 +59,7 @@ class HistoryEntry:
 class State:
     apps: dict[str, AppState] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
+    queue_offsets: dict[str, int] = field(default_factory=dict)  # claimed file -> bytes already taken
 
     def app(self, name: str) -> AppState:
         return self.apps.setdefault(name, AppState())
@@ -90,7 +91,7 @@ def state_from_dict(data: dict[str, Any]) -> State:
         current = _build(Running, raw["current"]) if "current" in raw else None
         apps[name] = _build(AppState, {**raw, "current": current})
     history = [_build(HistoryEntry, raw) for raw in data.get("history", [])]
-    return State(apps=apps, history=history)
+    return State(apps=apps, history=history, queue_offsets=dict(data.get("queue_offsets", {})))
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:

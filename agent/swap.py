@@ -8,9 +8,10 @@ the small Protocols below, so the order of steps and every failure path can be t
 """
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .config import AppConfig
 from .durations import format_duration
@@ -19,7 +20,10 @@ from .reference import ImageRef
 from .state import Running
 
 log = logging.getLogger("zdd.swap")
+T = TypeVar("T")
 
+BLOCKING_CALL_LIMIT = 90.0  # seconds a Docker call may take on top of its own timeout before the watchdog may fire
+TICK = 0.2  # seconds between ticks while a blocking call runs
 DRAIN_POLL = 0.05  # seconds between reads of Caddy's in-flight counter
 DRAIN_QUIET_READS = 2  # zero readings in a row: a request Caddy accepted a moment ago is counted by then
 
@@ -101,7 +105,7 @@ class Swap:
 
         self.journal.enter(app.name, "starting", deploy=deploy_id, reference=str(ref), image=image_id)
         self.status(f"{what}: starting")
-        container = self.runtime.start(app, image_id, ref, deploy_id)
+        container = self._ticking(lambda: self.runtime.start(app, image_id, ref, deploy_id), 0)
         log.info("%s: started %s at %s (image %s)", what, container.name, container.address, image_id[:19])
         new = Running(
             tag=ref.version,
@@ -138,9 +142,32 @@ class Swap:
         self.router.route(app, [new.address])
         self.journal.enter(app.name, "stopping", deploy=deploy_id, **phase_data(new, old))
         self.status(f"{what}: stopping {old.tag}")
-        self.runtime.stop(old.container_id, app.stop_timeout)
-        self.runtime.remove(old.container_id)
+        self._ticking(lambda: self.runtime.stop(old.container_id, app.stop_timeout), app.stop_timeout)
+        self._ticking(lambda: self.runtime.remove(old.container_id), 0)
         log.info("%s: stopped and removed %s", what, old.container_name)
+
+    def _ticking(self, call: Callable[[], T], expected: float) -> T:
+        """Run a blocking adapter call in a thread and keep ticking while it runs, but only for as long
+        as it may legitimately take: a Docker call hung past that stops the watchdog pings, and systemd
+        restarts the agent."""
+        outcome: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = call()
+            except BaseException as err:  # handed to the caller below
+                outcome["error"] = err
+
+        thread = threading.Thread(target=run, name="zdd-docker-call", daemon=True)
+        thread.start()
+        give_up = self.clock.monotonic() + expected + BLOCKING_CALL_LIMIT
+        while thread.is_alive():
+            if self.clock.monotonic() < give_up:
+                self.tick()
+            thread.join(TICK)
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        return outcome.get("value")  # type: ignore[return-value]
 
     def _pull(self, app: AppConfig, ref: ImageRef, what: str) -> None:
         if app.pull == "never" or (app.pull == "missing" and self.runtime.has_image(ref)):

@@ -60,6 +60,7 @@ def test_images(docker_client):
         ("ws2", "ws"),
     ):
         built[tag] = images.build(docker_client, tag, variant)
+    built["fat2"] = images.build(docker_client, "fat2", padding_mb=100)  # pulling it takes a while
     return built
 
 
@@ -100,9 +101,9 @@ class Stack:
             self.config_path, self.state_dir, self.caddy.admin, self.caddy.caddyfile, self.network, {"web": app}
         )
 
-    def start(self) -> "Stack":
+    def start(self, watchdog_usec: int | None = None) -> "Stack":
         # The agent first: it writes the snippet the Caddyfile imports (Caddy refuses a missing import).
-        self.agent.start(wait_ready=False)
+        self.agent.start(wait_ready=False, watchdog_usec=watchdog_usec)
         deadline_snippet = self.state_dir / "caddy" / "web.caddy"
         wait_file(deadline_snippet)
         self.caddy.start()

@@ -121,9 +121,11 @@ def test_already_live_tag_is_a_noop(stack):
 
 def test_invalid_queue_lines_are_rejected_and_the_agent_keeps_going(stack):
     stack.start()
+    # One at a time: a second `echo >` right after the first may overwrite it before it is claimed.
     stack.agent.echo("../../etc/passwd")
+    wait_until(lambda: stack.agent.log.count("queue: rejected entry") >= 1, 10, "the first rejection logged")
     stack.agent.echo("evil.example.com/acme/web:v1")
-    wait_until(lambda: stack.agent.log.count("queue: rejected entry") >= 2, 10, "two rejections logged")
+    wait_until(lambda: stack.agent.log.count("queue: rejected entry") >= 2, 10, "the second rejection logged")
     assert "is not the repository of any configured app" in stack.agent.log
     assert stack.deploy("v1").returncode == 0
     stack.caddy.wait_serving("v1")

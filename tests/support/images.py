@@ -4,6 +4,7 @@ Every image serves `/` with its version, `/up` for health and `/cgi-bin/slow` th
 SLOW_SECONDS, so a request can be in flight at the moment of the switch.
 """
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,8 +50,12 @@ VARIANTS = {
 }
 
 
-def build(client: docker.DockerClient, tag: str, variant: str = "graceful", repository: str = REPOSITORY) -> str:
-    """Build repository:tag whose `/` answers `tag`. Returns the image reference."""
+def build(
+    client: docker.DockerClient, tag: str, variant: str = "graceful", repository: str = REPOSITORY, padding_mb: int = 0
+) -> str:
+    """Build repository:tag whose `/` answers `tag`. Returns the image reference.
+
+    `padding_mb` adds a layer of random bytes, so that pulling the image takes a measurable moment."""
     command, healthy = VARIANTS[variant]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -66,6 +71,7 @@ def build(client: docker.DockerClient, tag: str, variant: str = "graceful", repo
         (root / "app" / "run.sh").write_text(GRACEFUL)
         (root / "app" / "ws.sh").write_text(WS_SERVER)
         (root / "app" / "ws.sh").chmod(0o755)
+        (root / "app" / "padding").write_bytes(os.urandom(padding_mb * 1024 * 1024))
         cmd = ", ".join(f'"{part}"' for part in command)
         (root / "Dockerfile").write_text(
             "FROM scratch\n"

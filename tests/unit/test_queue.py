@@ -138,3 +138,15 @@ def test_watcher_wakes_on_an_atomic_writer(tmp_path):
         assert wake.wait(3)
     finally:
         watcher.stop()
+
+
+def test_restored_offsets_read_nothing_twice_after_a_restart(queue):
+    queue.path.write_text("v1\n")
+    assert lines(queue.claim()) == ["v1"]
+    saved = queue.offsets()
+    restarted = QueueFile(queue.path)
+    restarted.restore(saved)
+    assert lines(restarted.claim()) == []
+    with open(next(iter(restarted.claims)), "a") as late:  # a late writer after the restart
+        late.write("v2\n")
+    assert lines(restarted.claim()) == ["v2"]

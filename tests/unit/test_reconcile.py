@@ -53,11 +53,15 @@ def test_crash_during_switch_after_caddy_switched_finishes_the_deploy():
     assert p.current.container_id == "c2" and p.drain_and_stop == OLD and p.interrupted == "after-switch"
 
 
-def test_crash_while_draining_or_stopping_finishes_the_deploy():
-    for phase in ("draining", "stopping"):
-        p = plan(phase, [OLD_FOUND, NEW_FOUND])
-        assert p.current.tag == "v2" and p.current.address == "10.0.0.2:8080" and p.drain_and_stop == OLD
-        assert p.remove == []
+def test_crash_while_draining_finishes_the_deploy_with_a_drain():
+    p = plan("draining", [OLD_FOUND, NEW_FOUND])
+    assert p.current.tag == "v2" and p.current.address == "10.0.0.2:8080" and p.drain_and_stop == OLD
+    assert p.remove == []
+
+
+def test_crash_while_stopping_removes_the_already_drained_old():
+    p = plan("stopping", [OLD_FOUND, NEW_FOUND])
+    assert p.current.container_id == "c2" and p.drain_and_stop is None and p.remove == [OLD_FOUND]
 
 
 def test_crash_while_stopping_after_old_was_removed():
