@@ -39,8 +39,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = [] if args.offline else check_caddy(config)
     for problem in problems:
         print(f"zdd check: {problem}", file=sys.stderr)
-    warning = reload_safety_problem()
-    if warning:
+    warnings = [reload_safety_problem()]
+    if not config.apps:
+        warnings.append("no app configured: zdd idles until an [apps.NAME] table is added (then reload zdd)")
+    for warning in filter(None, warnings):
         print(f"zdd check: warning: {warning}", file=sys.stderr)
     if problems:
         return EXIT_USAGE

@@ -40,6 +40,7 @@ class AppConfig:
 class CaddyConfig:
     admin: str = "127.0.0.1:2019"  # host:port on loopback, or unix//path/to/socket
     caddyfile: Path = Path("/etc/caddy/Caddyfile")
+    snippet_dir: Path | None = None  # where each app's snippet lives; default <state_dir>/caddy
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Config:
 
     @property
     def snippet_dir(self) -> Path:
-        return self.state_dir / "caddy"
+        return self.caddy.snippet_dir or self.state_dir / "caddy"
 
     def snippet_path(self, app: str) -> Path:
         return self.snippet_dir / f"{app}.caddy"
@@ -241,12 +242,11 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     caddy = CaddyConfig(
         admin=c.get("admin", str, CaddyConfig.admin, check_admin_address),
         caddyfile=c.get("caddyfile", str, CaddyConfig.caddyfile, _absolute_path),
+        snippet_dir=c.get("snippet_dir", str, None, _absolute_path),
     )
     c.unknown()
 
     apps: dict[str, AppConfig] = {}
-    if not apps_table:
-        problems.append("apps: no app configured; add an [apps.NAME] table with image and port")
     for name, table in apps_table.items():
         if not isinstance(table, dict):
             problems.append(f"apps.{name}: expected a table, got {_type_name(type(table))}")

@@ -102,7 +102,7 @@ class Agent:
             current = self.state.app(name).current
             since = time.strftime("%H:%M", time.localtime(current.since)) if current else ""
             parts.append(f"{name} {current.tag} since {since}" if current else f"{name} not deployed")
-        text = "idle; " + ", ".join(parts)
+        text = "idle; " + (", ".join(parts) or "no app configured")
         return f"{text}; last deploy failed: {self.last_failure}" if self.last_failure else text
 
     def _on_signal(self, signum: int, _frame: object) -> None:

@@ -121,6 +121,8 @@ def parse_request(line: str, repositories: Mapping[str, str]) -> DeployRequest:
     `repositories` maps app name -> configured repository. A line is `REF` or `APP REF`.
     A bare tag needs exactly one configured app; a full reference picks the app by repository.
     """
+    if not repositories:
+        raise RequestError("no app is configured in zdd.toml; add an [apps.NAME] table first")
     if len(line) > MAX_LINE:
         raise RequestError(f"queue line of {len(line)} characters is too long (max {MAX_LINE})")
     if not line.isascii() or not line.isprintable():

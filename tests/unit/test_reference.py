@@ -39,6 +39,7 @@ def test_accepted(line, apps, app, tag, digest):
     "line, apps, message",
     [
         ("v42", TWO_APPS, "names no app and 2 apps are configured; write 'APP TAG'"),
+        ("v42", {}, "no app is configured in zdd.toml"),
         ("docker.io/library/nginx:1.25", ONE_APP, "not the repository of any configured app"),
         ("registry.evil.com/acme/web:v42", ONE_APP, "not the repository of any configured app"),
         ("web registry.evil.com/acme/web:v42", ONE_APP, "is not this app's repository"),
