@@ -17,7 +17,7 @@ from .host import reload_safety_problem
 from .queue import QueueFile
 from .reference import parse_request
 from .state import HistoryEntry, StateStore
-from .systemd import setup_logging
+from .systemd import setup_logging, under_journal
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_LIVE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 TERMINAL = ("succeeded", "unchanged", "failed", "superseded")
@@ -221,22 +221,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(message: str) -> None:
+    # Under systemd the line must reach the journal at priority err, like the agent's own errors.
+    prefix = "<3>" if under_journal() else ""
+    print(f"{prefix}zdd: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as err:
         for problem in err.problems:
-            print(f"zdd: {problem}", file=sys.stderr)
+            _fail(problem)
         return EXIT_USAGE
     except RequestError as err:
-        print(f"zdd: {err}", file=sys.stderr)
+        _fail(str(err))
         return EXIT_USAGE
     except ZddError as err:
-        print(f"zdd: {err}", file=sys.stderr)
+        _fail(str(err))
         return EXIT_FAILED
     except PermissionError as err:
-        print(f"zdd: {err.filename}: permission denied (are you root or in group zdd?)", file=sys.stderr)
+        _fail(f"{err.filename}: permission denied (are you root or in group zdd?)")
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

@@ -115,6 +115,7 @@ class Agent:
     # --- start-up ----------------------------------------------------------------------------------
     def reconcile(self) -> None:
         """Converge every app to one serving container that Caddy routes to (DESIGN.md section 6)."""
+        self.runtime.ensure_network()
         try:
             routed = self.router.routed_addresses()
         except ZddError as err:
@@ -296,7 +297,6 @@ class Agent:
             warning = reload_safety_problem()
             if warning:
                 log.warning("%s", warning)
-            self.runtime.ensure_network()
             self.router.ensure_snippets({n: [a.current.address] for n, a in self.state.apps.items() if a.current})
             self.try_reconcile()
             watcher.start()

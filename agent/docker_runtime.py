@@ -22,6 +22,9 @@ log = logging.getLogger("zdd.docker")
 
 LABEL_APP, LABEL_TAG, LABEL_DEPLOY, LABEL_REFERENCE = "zdd.app", "zdd.tag", "zdd.deploy", "zdd.reference"
 API_TIMEOUT = 60  # seconds for one Docker API call; stop adds the container's stop timeout
+# A fixed API version: no call at construction (the agent starts, and retries, while dockerd is down).
+# 1.41 is Docker 20.10 (Debian 12's docker.io); later engines still serve it.
+API_VERSION = "1.41"
 
 
 def _unavailable(err: Exception) -> TemporaryError:
@@ -50,7 +53,7 @@ class DockerRuntime:
     def __init__(self, base_url: str, network: str):
         self.network = network
         try:
-            self.client = docker.DockerClient(base_url=base_url, timeout=API_TIMEOUT)
+            self.client = docker.DockerClient(base_url=base_url, version=API_VERSION, timeout=API_TIMEOUT)
         except docker.errors.DockerException as err:
             raise _unavailable(err) from None
 

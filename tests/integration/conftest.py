@@ -87,7 +87,10 @@ class Stack:
         self.configure()
 
     def configure(self, **app_keys) -> None:
+        # pull "never" unless a test says otherwise: test images are local, and a missing one must not
+        # send dockerd looking for it on Docker Hub.
         app = {
+            "pull": "never",
             "image": images.REPOSITORY,
             "port": 8080,
             "health_path": "/up",

@@ -1,0 +1,219 @@
+"""End to end: the built .deb, installed with apt in a booted Debian 12 (systemd-nspawn), used as an
+operator would: `echo v2 > /var/lib/zdd/queue`, `systemctl status zdd`, `journalctl -u zdd`.
+
+Docker: the machine uses this host's dockerd through the bound /run/docker.sock. apt installs docker.io
+inside too (zdd depends on an engine), but its units are masked before the install so only the host's
+engine ever runs; the machine's docker group gets the socket's gid so the zdd user may use it.
+"""
+
+import http.client
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.integration.test_deploy import wait_until
+from tests.support import images
+from tests.support.load import LoadClient
+from tests.support.machine import Machine
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE_PORT, ADMIN_PORT = 18090, 2019  # Debian's `systemctl reload caddy` talks to the default admin address
+CADDYFILE = f"""{{
+	admin 127.0.0.1:{ADMIN_PORT}
+	auto_https off
+}}
+
+:{SITE_PORT} {{
+	header X-Site "the operator's own site block"
+	import /var/lib/zdd-caddy/web.caddy
+}}
+"""
+ZDD_TOML = f"""state_dir = "/var/lib/zdd"
+network = "zdd-e2e"
+
+[caddy]
+admin = "127.0.0.1:{ADMIN_PORT}"
+caddyfile = "/etc/caddy/Caddyfile"
+snippet_dir = "/var/lib/zdd-caddy"
+
+[apps.web]
+image = "{images.REPOSITORY}"
+port = 8080
+health_path = "/up"
+pull = "never"          # images are built on this server; no registry is reachable
+drain_timeout = "20s"
+stop_timeout = "5s"
+"""
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("deb")
+    build = subprocess.run([str(ROOT / "packaging" / "build-deb"), str(out)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert "lintian: no errors, no warnings" in build.stdout
+    (path,) = out.glob("zdd_*_all.deb")
+    return path
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory, deb):
+    client = docker.DockerClient(base_url="unix:///var/run/docker.sock")
+    for tag in ("v1", "v2", "v3"):
+        images.build(client, tag)
+    m = Machine.from_cache(tmp_path_factory.mktemp("machine"))
+    m.boot()
+    try:
+        m.run("systemctl", "mask", "docker.service", "docker.socket", "containerd.service")
+        (m.root / "opt" / deb.name).write_bytes(deb.read_bytes())  # /tmp is a tmpfs once booted
+        m.run("apt-get", "update", "-q", timeout=600)
+        m.run("apt-get", "install", "-y", "-q", f"/opt/{deb.name}", timeout=900)
+        socket_gid = str(Path("/run/docker.sock").stat().st_gid)
+        m.run("groupmod", "-o", "-g", socket_gid, "docker")
+        m.write("/etc/zdd/zdd.toml", ZDD_TOML)
+        # zdd first: it writes the snippet the Caddyfile imports, or Caddy would refuse to start.
+        m.run("systemctl", "restart", "zdd")
+        wait_until(lambda: (m.root / "var/lib/zdd-caddy/web.caddy").exists(), 30, "the snippet")
+        # As an operator would: caddy came in as zdd's Recommends with its default site; point the
+        # site at zdd's snippet (which exists now) and reload Caddy the Debian way.
+        m.write("/etc/caddy/Caddyfile", CADDYFILE)
+        m.run("systemctl", "reload", "caddy")
+        yield m
+    finally:
+        print(m.run("journalctl", "-u", "zdd", "-u", "caddy", "--no-pager", "-n", "120", check=False).stdout)
+        m.shutdown()
+        for c in client.containers.list(all=True, filters={"label": "zdd.app=web"}):
+            c.remove(force=True)
+        for n in client.networks.list(names=["zdd-e2e"]):
+            n.remove()
+
+
+def get(path: str = "/") -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", SITE_PORT, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode().strip()
+    finally:
+        conn.close()
+
+
+def serving(body: str) -> bool:
+    try:
+        return get() == (200, body)
+    except OSError:
+        return False
+
+
+def main_pid(m: Machine) -> int:
+    return int(m.run("systemctl", "show", "-p", "MainPID", "--value", "zdd").stdout.strip())
+
+
+def test_installed_service_is_enabled_active_and_owns_its_files(machine):
+    assert machine.run("systemctl", "is-enabled", "zdd").stdout.strip() == "enabled"
+    assert machine.run("systemctl", "is-active", "zdd").stdout.strip() == "active"
+    stat = machine.run("stat", "-c", "%a %U %G", "/var/lib/zdd", "/var/lib/zdd/queue").stdout.split("\n")
+    assert stat[0] == "750 zdd zdd" and stat[1] == "660 zdd zdd"
+    assert machine.run("sysctl", "-n", "net.ipv4.tcp_migrate_req").stdout.strip() == "1"
+    assert "docker" in machine.run("id", "-nG", "zdd").stdout.split()
+    wait_until(lambda: get() == (503, "web: no version deployed yet"), 30, "the placeholder snippet")
+
+
+def test_echo_to_the_queue_deploys_under_load_with_zero_failures(machine):
+    machine.sh("echo v1 > /var/lib/zdd/queue")
+    wait_until(lambda: serving("v1"), 60, "v1 served")
+    since = f"@{int(time.time())}"
+    with LoadClient(SITE_PORT) as load:
+        time.sleep(2)
+        machine.sh("echo v2 > /var/lib/zdd/queue")
+        wait_until(
+            lambda: "last deploy v2: succeeded" in machine.run("zdd", "status", check=False).stdout,
+            90,
+            "the deploy of v2",
+        )
+        time.sleep(images.SLOW_SECONDS + 0.5)
+    assert load.failures == [], load.summary()
+    assert get() == (200, "v2")
+
+    status = machine.run("systemctl", "status", "zdd", "--no-pager", check=False).stdout
+    assert "Active: active (running)" in status
+    assert 'Status: "idle; web v2 since' in status
+
+    journal = machine.run("journalctl", "-u", "zdd", "--no-pager").stdout
+    for line in ("web: v1 -> v2: deploy", "started", "healthy after", "switched", "drained", "succeeded"):
+        assert line in journal, line
+    records = [
+        json.loads(x) for x in machine.run("journalctl", "-u", "zdd", "-o", "json", "--no-pager").stdout.splitlines()
+    ]
+    succeeded = [r for r in records if "v1 -> v2: deploy" in r.get("MESSAGE", "") and "succeeded" in r["MESSAGE"]]
+    assert succeeded and succeeded[0]["PRIORITY"] == "5"  # notice
+    assert succeeded[0]["ZDD_APP"] == "web" and succeeded[0]["ZDD_TAG"] == "v2" and succeeded[0]["ZDD_DEPLOY_ID"]
+    by_app = machine.run("journalctl", "ZDD_APP=web", "--no-pager", "-o", "cat").stdout
+    assert "v1 -> v2" in by_app
+    errors = machine.run("journalctl", "-u", "zdd", "-p", "err", "--since", since, "--no-pager", "-o", "cat")
+    assert errors.stdout.strip() in ("", "-- No entries --"), errors.stdout
+
+
+def test_a_failed_deploy_is_an_error_in_the_journal(machine):
+    machine.sh("echo nosuchtag > /var/lib/zdd/queue")
+    wait_until(
+        lambda: (
+            "zdd-it/web:nosuchtag is not on this host"
+            in machine.run("journalctl", "-u", "zdd", "-p", "err", "--no-pager", "-o", "cat").stdout
+        ),
+        60,
+        "the failure at priority err",
+    )
+    assert get() == (200, "v2")
+
+
+def test_systemctl_reload_rereads_the_config(machine):
+    machine.write("/etc/zdd/zdd.toml", ZDD_TOML.replace('stop_timeout = "5s"', 'stop_timeout = "4s"'))
+    machine.run("systemctl", "reload", "zdd")
+    wait_until(
+        lambda: "reloaded config" in machine.run("journalctl", "-u", "zdd", "--no-pager").stdout, 30, "the reload"
+    )
+    assert machine.run("systemctl", "is-active", "zdd").stdout.strip() == "active"
+
+
+def test_a_hung_agent_is_restarted_by_the_watchdog(machine):
+    machine.write("/etc/systemd/system/zdd.service.d/watchdog.conf", "[Service]\nWatchdogSec=3s\n")
+    machine.run("systemctl", "daemon-reload")
+    machine.run("systemctl", "restart", "zdd")
+    wait_until(
+        lambda: machine.run("systemctl", "is-active", "zdd", check=False).stdout.strip() == "active", 30, "zdd active"
+    )
+    hung = main_pid(machine)
+    machine.run("kill", "-STOP", str(hung))
+    wait_until(lambda: main_pid(machine) not in (hung, 0), 30, "a new agent after the watchdog fired")
+    journal = machine.run("journalctl", "-u", "zdd", "--no-pager").stdout
+    assert "Watchdog timeout" in journal
+    assert get() == (200, "v2")  # the app never depended on the agent's process
+    machine.run("rm", "/etc/systemd/system/zdd.service.d/watchdog.conf")
+    machine.run("systemctl", "daemon-reload")
+
+
+def test_restart_while_idle_drops_no_request(machine):
+    wait_until(
+        lambda: machine.run("systemctl", "is-active", "zdd", check=False).stdout.strip() == "active", 30, "zdd active"
+    )
+    with LoadClient(SITE_PORT, slow_workers=1) as load:
+        time.sleep(1)
+        machine.run("systemctl", "restart", "zdd")
+        time.sleep(2)
+    assert load.failures == [], load.summary()
+    assert machine.run("systemctl", "is-active", "zdd").stdout.strip() == "active"
+
+
+def test_remove_leaves_the_app_running_and_purge_leaves_no_state(machine):
+    machine.run("apt-get", "remove", "-y", "-q", "zdd")
+    assert machine.run("pgrep", "-f", "zdd run", check=False).returncode == 1
+    assert get() == (200, "v2")
+    machine.run("apt-get", "purge", "-y", "-q", "zdd")
+    assert machine.run("test", "-e", "/var/lib/zdd", check=False).returncode == 1
+    assert get() == (200, "v2")  # Caddy keeps the last route it loaded; the container runs on
+    assert machine.run("test", "-e", "/var/lib/zdd-caddy/web.caddy", check=False).returncode == 0

@@ -1,0 +1,126 @@
+"""A booted Debian 12 with a real systemd, in systemd-nspawn, sharing this host's network and dockerd.
+
+The root file system is debootstrapped once and cached (DEBOOTSTRAP_CACHE); each run boots a copy.
+"""
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+DEBOOTSTRAP_CACHE = Path(os.environ.get("ZDD_E2E_CACHE", "/var/cache/zdd-e2e/bookworm"))
+APT_CACHE = DEBOOTSTRAP_CACHE.parent / "apt-archives"  # .debs downloaded inside, kept between runs
+
+
+def cached_rootfs() -> Path:
+    marker = DEBOOTSTRAP_CACHE / ".zdd-complete"
+    if not marker.exists():
+        shutil.rmtree(DEBOOTSTRAP_CACHE, ignore_errors=True)
+        DEBOOTSTRAP_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=systemd,systemd-sysv,dbus,procps",
+                "bookworm",
+                str(DEBOOTSTRAP_CACHE),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        marker.touch()
+    return DEBOOTSTRAP_CACHE
+
+
+class Machine:
+    def __init__(self, root: Path, log: Path):
+        self.root, self.log = root, log
+        self.process: subprocess.Popen | None = None
+        self.leader = 0
+
+    @classmethod
+    def from_cache(cls, workdir: Path) -> "Machine":
+        root = workdir / "root"
+        subprocess.run(["cp", "-a", str(cached_rootfs()), str(root)], check=True)
+        # minbase has no /etc/hosts: without it Caddy's admin cannot resolve localhost.
+        (root / "etc" / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
+        (root / "etc" / "hostname").write_text("zdd-e2e\n")
+        shutil.copy("/etc/resolv.conf", root / "etc" / "resolv.conf")
+        return cls(root, workdir / "machine.log")
+
+    def boot(self, timeout: float = 120) -> None:
+        (APT_CACHE / "partial").mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    "systemd-nspawn",
+                    "-D",
+                    str(self.root),
+                    "--boot",
+                    "--register=no",
+                    "--keep-unit",
+                    "--console=passive",
+                    "--bind=/run/docker.sock",
+                    f"--bind={APT_CACHE}:/var/cache/apt/archives",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            children = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+            pids = children.stdout.split()
+            if pids:
+                self.leader = int(pids[0])
+                state = self.run("systemctl", "is-system-running", check=False).stdout.strip()
+                if state in ("running", "degraded"):
+                    return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"systemd-nspawn exited: {self.log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        raise TimeoutError(f"the machine did not finish booting in {timeout}s")
+
+    def run(
+        self, *command: str, check: bool = True, timeout: float = 600, input: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run a command inside, in all of the machine's namespaces, as root."""
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            "DEBIAN_FRONTEND": "noninteractive",
+            "SYSTEMD_PAGER": "",
+            "SYSTEMD_COLORS": "0",
+        }
+        result = subprocess.run(
+            ["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-n", "-p", "--", *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            input=input,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def sh(self, script: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        return self.run("sh", "-c", script, check=check, timeout=timeout)
+
+    def write(self, path: str, text: str) -> None:
+        target = self.root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def shutdown(self) -> None:
+        if not self.process:
+            return
+        if self.process.poll() is None:
+            self.run("systemctl", "poweroff", "--no-block", check=False)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
