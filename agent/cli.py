@@ -4,6 +4,7 @@
 import argparse
 import json
 import os
+import pwd
 import sys
 import time
 from dataclasses import asdict
@@ -14,7 +15,7 @@ from .caddy import check_caddy
 from .config import Config, config_path, load_config
 from .errors import ConfigError, RequestError, ZddError
 from .host import reload_safety_problem
-from .queue import QueueFile
+from .queue import QueueFile, RequestDrop
 from .reference import parse_request
 from .state import HistoryEntry, StateStore
 from .systemd import setup_logging, under_journal
@@ -65,10 +66,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     config = _load(args)
     words = [args.app, args.tag] if args.tag else [args.app]
     request = parse_request(" ".join(words), config.repositories())
-    if not config.queue_path.exists():
-        QueueFile(config.queue_path).ensure_exists()
     written_at = time.time()
-    append_line(config.queue_path, " ".join(words))
+    if os.access(config.requests_dir, os.W_OK | os.X_OK):
+        RequestDrop.submit(config.requests_dir, " ".join(words))  # the history records who asked
+    else:  # an agent that never ran here yet: the queue file, writer unknown
+        if not config.queue_path.exists():
+            QueueFile(config.queue_path).ensure_exists()
+        append_line(config.queue_path, " ".join(words))
     print(f"{request.app}: queued {request.ref}")
     if not args.wait:
         return EXIT_OK
@@ -161,9 +165,17 @@ def cmd_history(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.started_at or e.requested_at))
         took = f" in {e.ended_at - e.started_at:.1f}s" if e.ended_at and e.started_at else ""
         change = f"{e.from_tag} -> {e.tag}" if e.from_tag else e.tag
-        line = f"{when}  {e.deploy_id}  {e.app}: {change}  {e.result}{took}"
+        by = f"  by {_user(e.requested_by)}" if e.requested_by >= 0 else ""
+        line = f"{when}  {e.deploy_id}  {e.app}: {change}  {e.result}{took}{by}"
         print(line + (f"  ({e.reason})" if e.reason else ""))
     return EXIT_OK
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

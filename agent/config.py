@@ -57,6 +57,10 @@ class Config:
         return self.state_dir / "queue"
 
     @property
+    def requests_dir(self) -> Path:
+        return self.state_dir / "requests"
+
+    @property
     def snippet_dir(self) -> Path:
         return self.caddy.snippet_dir or self.state_dir / "caddy"
 

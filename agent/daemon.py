@@ -17,7 +17,7 @@ from .health import HttpProber
 from .host import reload_safety_problem
 from .lock import StateLock
 from .logcontext import deploy_context
-from .queue import QueueFile, QueueWatcher
+from .queue import QueueFile, QueueWatcher, RequestDrop
 from .reconcile import plan_app
 from .reference import parse_reference, parse_request
 from .state import HistoryEntry, State, StateStore
@@ -53,6 +53,7 @@ class Agent:
         self.state = self.store.load()
         self.queue = QueueFile(config.queue_path)
         self.queue.restore(self.state.queue_offsets)
+        self.drop = RequestDrop(config.requests_dir)
         self.wake = threading.Event()
         self.stop_requested = False
         self.reload_requested = False
@@ -173,8 +174,9 @@ class Agent:
     # --- the queue ---------------------------------------------------------------------------------
     def take_queue(self) -> None:
         repositories = self.config.repositories()
-        entries = self.queue.claim()
-        changed = self.state.queue_offsets != self.queue.offsets()
+        dropped = self.drop.take()
+        entries = self.queue.claim() + [entry for _, entry in dropped]
+        changed = self.state.queue_offsets != self.queue.offsets() or bool(dropped)
         self.state.queue_offsets = self.queue.offsets()  # saved with the requests below, in one write
         for entry in entries:
             line = entry.line.strip()
@@ -195,11 +197,13 @@ class Agent:
                     reference=str(request.ref),
                     requested_at=entry.claimed_at,
                     result="queued",
+                    requested_by=entry.uid,
                 )
             )
             changed = True
         if changed:
             self.store.save(self.state)
+        self.drop.done([path for path, _ in dropped])
 
     def next_request(self, app: str) -> HistoryEntry | None:
         """Newest wins: earlier queued requests for the app are superseded, and the log says so."""
@@ -291,9 +295,10 @@ class Agent:
         lock.acquire()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        watcher = QueueWatcher(self.config.queue_path, self.wake)
+        watcher = QueueWatcher(self.config.queue_path, self.wake, self.config.requests_dir)
         try:
             self.queue.ensure_exists()
+            self.drop.ensure_exists()
             warning = reload_safety_problem()
             if warning:
                 log.warning("%s", warning)

@@ -12,6 +12,7 @@ import ctypes
 import errno
 import logging
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class Entry:
 
     line: str
     claimed_at: float  # epoch seconds
+    uid: int = -1  # who asked, as the kernel knows it (the owner of a dropped request); -1: the queue file
 
 
 class QueueFile:
@@ -165,6 +167,69 @@ class QueueFile:
         return bool(self.claims)
 
 
+REQUEST_SUFFIX = ".req"
+MAX_REQUEST_BYTES = 4096
+
+
+class RequestDrop:
+    """`zdd deploy` drops one file per request in <state_dir>/requests (mode 1770: group zdd may create,
+    nobody may touch another's file). The file's owner is the requester's uid, as the kernel recorded
+    it, which a line in the shared queue file cannot tell."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def ensure_exists(self) -> None:
+        try:
+            self.directory.mkdir(mode=0o1770)
+        except FileExistsError:
+            return
+        os.chmod(self.directory, 0o1770)  # mkdir's mode passes through the umask
+        try:
+            os.chown(self.directory, -1, os.stat(self.directory.parent).st_gid)
+        except PermissionError:
+            pass
+
+    def take(self) -> list[tuple[Path, Entry]]:
+        taken = []
+        for path in sorted(self.directory.glob("*" + REQUEST_SUFFIX)):
+            try:
+                with open(path, "rb") as f:
+                    owner = os.fstat(f.fileno()).st_uid
+                    data = f.read(MAX_REQUEST_BYTES + 1)
+            except FileNotFoundError:
+                continue
+            if len(data) > MAX_REQUEST_BYTES:
+                log.error("queue: request %s of more than %d bytes refused", path.name, MAX_REQUEST_BYTES)
+                data = b""
+            now = time.time()
+            lines = data.decode("utf-8", errors="replace").splitlines() or [""]
+            taken.extend((path, Entry(line, now, owner)) for line in lines)
+        return taken
+
+    @staticmethod
+    def done(paths: list[Path]) -> None:
+        """Called once the requests are saved in state: a crash before this reads them again, not never."""
+        for path in set(paths):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    @staticmethod
+    def submit(directory: Path, line: str) -> Path:
+        """The CLI side: write the request whole under a temporary name, then rename it into view."""
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        try:
+            os.write(fd, (line + "\n").encode())
+            os.fchmod(fd, 0o640)
+        finally:
+            os.close(fd)
+        final = directory / f"{time.time_ns()}-{os.getpid()}{REQUEST_SUFFIX}"
+        os.rename(tmp, final)
+        return final
+
+
 class _Wake(FileSystemEventHandler):
     def __init__(self, queue: Path, wake: threading.Event):
         self.queue, self.wake = str(queue), wake
@@ -174,16 +239,20 @@ class _Wake(FileSystemEventHandler):
         if event.event_type not in ("closed", "created", "moved"):
             return
         paths = (str(event.src_path), str(getattr(event, "dest_path", "") or ""))
-        if any(p == self.queue or os.path.basename(p).startswith(CLAIM_PREFIX) for p in paths):
+        if any(
+            p == self.queue or os.path.basename(p).startswith(CLAIM_PREFIX) or p.endswith(REQUEST_SUFFIX) for p in paths
+        ):
             self.wake.set()
 
 
 class QueueWatcher:
     """inotify (via watchdog) on the state dir; sets `wake` whenever the queue may hold something."""
 
-    def __init__(self, queue: Path, wake: threading.Event):
+    def __init__(self, queue: Path, wake: threading.Event, requests: Path | None = None):
         self.observer = Observer()
         self.observer.schedule(_Wake(queue, wake), str(queue.parent), recursive=False)
+        if requests:
+            self.observer.schedule(_Wake(queue, wake), str(requests), recursive=False)
 
     def start(self) -> None:
         self.observer.start()

@@ -228,13 +228,16 @@ class Swap:
     def _drain(self, app: AppConfig, old: Running, what: str) -> None:
         started = self.clock.monotonic()
         deadline = started + app.drain_timeout
-        quiet = 0
+        quiet, reported = 0, None
         while True:
             try:
                 in_flight = self.router.in_flight(old.address)
             except TemporaryError as err:
                 log.warning("%s: cannot read Caddy's in-flight count (%s); retrying", what, err)
                 in_flight = -1
+            if in_flight is not None and in_flight >= 0 and in_flight != reported:
+                reported = in_flight
+                self.status(f"{what}: draining {old.tag} ({in_flight} in flight)")
             if in_flight is None or in_flight == 0:
                 quiet += 1
                 if quiet >= DRAIN_QUIET_READS:
@@ -242,8 +245,6 @@ class Swap:
                     return
             else:
                 quiet = 0
-                if in_flight > 0:
-                    self.status(f"{what}: draining {old.tag} ({in_flight} in flight)")
             if self.clock.monotonic() >= deadline:
                 log.warning(
                     "%s: drain timeout %s reached with %s request(s) still in flight on %s; stopping it",

@@ -209,6 +209,21 @@ def test_restart_while_idle_drops_no_request(machine):
     assert machine.run("systemctl", "is-active", "zdd").stdout.strip() == "active"
 
 
+def test_upgrade_keeps_config_and_state_and_never_interrupts_the_app(machine, deb):
+    config_before = (machine.root / "etc/zdd/zdd.toml").read_text()
+    pid_before = main_pid(machine)
+    with LoadClient(SITE_PORT, slow_workers=1) as load:
+        time.sleep(1)
+        machine.run(
+            "apt-get", "install", "-y", "-q", "--reinstall", "-o", "Dpkg::Options::=--force-confold", f"/opt/{deb.name}"
+        )
+        time.sleep(2)
+    assert load.failures == [], load.summary()
+    assert (machine.root / "etc/zdd/zdd.toml").read_text() == config_before  # the operator's edit stays
+    assert main_pid(machine) != pid_before  # the agent was restarted onto the new files...
+    assert "web: v2 since" in machine.run("zdd", "status", check=False).stdout  # ...and remembers
+
+
 def test_remove_leaves_the_app_running_and_purge_leaves_no_state(machine):
     machine.run("apt-get", "remove", "-y", "-q", "zdd")
     assert machine.run("pgrep", "-f", "zdd run", check=False).returncode == 1

@@ -1,5 +1,8 @@
 """Deploys against a real dockerd and a real Caddy, under real HTTP load: zero failed requests."""
 
+import json
+import os
+import socket
 import time
 
 import pytest
@@ -117,6 +120,11 @@ def test_already_live_tag_is_a_noop(stack):
     assert again.returncode == 0 and "unchanged" in again.stdout
     assert [c.id for c in stack.containers()] == [container]
     assert "v1 is already live; nothing to do" in stack.agent.log
+    history = json.loads(stack.agent.cli("history", "--json").stdout)
+    assert [(e["tag"], e["result"], e["requested_by"]) for e in history] == [
+        ("v1", "succeeded", os.getuid()),  # `zdd deploy` drops a request file the kernel says is ours
+        ("v1", "unchanged", os.getuid()),
+    ]
 
 
 def test_invalid_queue_lines_are_rejected_and_the_agent_keeps_going(stack):
@@ -204,3 +212,53 @@ def test_the_image_is_run_by_id_and_labelled_for_rediscovery(stack, docker_clien
     assert host_config["RestartPolicy"]["Name"] == "unless-stopped" and host_config["Init"] is True
     assert container.attrs["Image"] == docker_client.images.get(f"{REPOSITORY}:v1").id
     assert stack.network in container.attrs["NetworkSettings"]["Networks"]
+
+
+class UpgradedConnection:
+    """A WebSocket-style upgraded connection through Caddy: HTTP 101, then lines echoed by the app."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.buffer = b""
+        head = self._until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(marker)
+        return head
+
+    def echo(self, text: str) -> str:
+        self.sock.sendall(text.encode() + b"\n")
+        return self._until(b"\n").decode()
+
+
+@pytest.mark.parametrize("caddy_binary", ["caddy-current"], indirect=True)
+def test_websockets_stay_open_through_the_drain_on_caddy_27_and_later(stack):
+    stack.configure(drain_timeout="4s")
+    stack.start()
+    assert stack.deploy("ws1").returncode == 0
+    connection = UpgradedConnection(stack.caddy.port)
+    assert connection.echo("hello") == "ws1 hello"
+    stack.agent.echo("ws2")
+    wait_until(lambda: any("draining ws1" in line for line in stack.agent.notify.lines()), 30, "the drain")
+    switched_at = time.monotonic()
+    # Caddy has reloaded for the switch: with stream_close_delay the upgraded stream of the old
+    # config is still open, and still answered by the old version.
+    assert connection.echo("during the drain") == "ws1 during the drain"
+    time.sleep(1.5)
+    assert connection.echo("still") == "ws1 still"
+    with pytest.raises((ConnectionError, OSError)):
+        while time.monotonic() - switched_at < 30:
+            connection.echo("ping")
+            time.sleep(0.2)
+    assert time.monotonic() - switched_at >= 3.5  # open until the drain timeout ended it, not at the reload
+    assert UpgradedConnection(stack.caddy.port).echo("new") == "ws2 new"

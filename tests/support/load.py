@@ -42,6 +42,7 @@ class LoadClient:
     slow_workers: int = 3
     slow_path: str = "/cgi-bin/slow"
     pause: float = 0.005  # between requests of one worker: steady load without starving the agent of CPU
+    stagger: float = 0.5  # slow worker i starts i*stagger later, so slow requests overlap at every moment
     results: list[Result] = field(default_factory=list)
     stale_retries: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -62,7 +63,9 @@ class LoadClient:
         body = response.read().decode(errors="replace").strip()
         return response.status, body, response.will_close
 
-    def _worker(self, kind: str) -> None:
+    def _worker(self, kind: str, delay: float = 0.0) -> None:
+        if self._stop.wait(delay):
+            return
         path = self.slow_path if kind == "slow" else "/"
         fresh = kind != "keepalive"
         conn = self._connection()
@@ -103,8 +106,9 @@ class LoadClient:
             ("fresh", self.fresh_workers),
             ("slow", self.slow_workers),
         ):
-            for _ in range(count):
-                thread = threading.Thread(target=self._worker, args=(kind,), daemon=True)
+            for i in range(count):
+                delay = i * self.stagger if kind == "slow" else 0.0
+                thread = threading.Thread(target=self._worker, args=(kind, delay), daemon=True)
                 thread.start()
                 self._threads.append(thread)
         return self

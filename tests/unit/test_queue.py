@@ -8,7 +8,7 @@ import time
 import pytest
 
 import zdd.queue as queue_module
-from zdd.queue import CLAIM_PREFIX, QueueFile, QueueWatcher
+from zdd.queue import CLAIM_PREFIX, QueueFile, QueueWatcher, RequestDrop
 
 
 def lines(entries):
@@ -150,3 +150,16 @@ def test_restored_offsets_read_nothing_twice_after_a_restart(queue):
     with open(next(iter(restarted.claims)), "a") as late:  # a late writer after the restart
         late.write("v2\n")
     assert lines(restarted.claim()) == ["v2"]
+
+
+def test_dropped_requests_carry_the_uid_the_kernel_recorded(tmp_path):
+    drop = RequestDrop(tmp_path / "requests")
+    drop.ensure_exists()
+    assert stat.S_IMODE(os.stat(drop.directory).st_mode) == 0o1770
+    path = RequestDrop.submit(drop.directory, "web v42")
+    taken = drop.take()
+    assert [(e.line, e.uid) for _, e in taken] == [("web v42", os.getuid())]
+    assert drop.take() != []  # still there until the requests are saved in state...
+    drop.done([p for p, _ in taken])
+    assert drop.take() == [] and not path.exists()  # ...then gone
+    assert [p.name for p in drop.directory.iterdir()] == []  # no temporary file left behind
