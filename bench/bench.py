@@ -8,18 +8,20 @@ speed is measured here, correctness (zero failed) is asserted in tests/.
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 
 from tests.support import images
-from tests.support.agent_process import AgentProcess, write_config
+from tests.support.agent_process import AgentProcess, remove_app_containers, write_config
 from tests.support.caddy_server import CaddyServer
 from tests.support.load import LoadClient
 from zdd.host import reload_safety_problem
@@ -84,24 +86,30 @@ def first_serving(load: LoadClient, t0: float, body: str) -> float:
     return min(r.ended for r in load.results if r.started >= t0 and r.body == body and r.ok)
 
 
-def bench_zdd(client, caddy_binary: str, workdir: Path, steady: float) -> Figures:
+@contextlib.contextmanager
+def zdd_stack(client, caddy_binary: str, workdir: Path, network: str) -> Iterator[tuple[CaddyServer, AgentProcess]]:
+    """Caddy and `zdd run` for the example app, started in the order a server needs (the agent writes
+    the snippet the Caddyfile imports), and everything removed afterwards."""
     state = workdir / "state"
     state.mkdir()
     caddy = CaddyServer(caddy_binary, workdir, state / "caddy" / "web.caddy")
-    config = write_config(
-        workdir / "zdd.toml",
-        state,
-        caddy.admin,
-        caddy.caddyfile,
-        "zdd-bench",
-        {"web": {"image": images.REPOSITORY, "port": 8080, "health_path": "/up"}},
-    )
+    app = {"image": images.REPOSITORY, "port": 8080, "health_path": "/up"}
+    config = write_config(workdir / "zdd.toml", state, caddy.admin, caddy.caddyfile, network, {"web": app})
     agent = AgentProcess(config, state, workdir)
     agent.start(wait_ready=False)
-    wait(lambda: (state / "caddy" / "web.caddy").exists())
-    caddy.start()
     try:
+        wait(lambda: (state / "caddy" / "web.caddy").exists())
+        caddy.start()
         agent.notify.wait_for("READY=1")
+        yield caddy, agent
+    finally:
+        agent.close()
+        caddy.stop()
+        remove_app_containers(client, network)
+
+
+def bench_zdd(client, caddy_binary: str, workdir: Path, steady: float) -> Figures:
+    with zdd_stack(client, caddy_binary, workdir, "zdd-bench") as (caddy, agent):
         assert agent.cli("deploy", "v1", "--wait").returncode == 0, agent.log
         old = {c.id for c in client.containers.list(filters={"label": "zdd.app=web"})}
         with LoadClient(caddy.port) as load:
@@ -121,13 +129,6 @@ def bench_zdd(client, caddy_binary: str, workdir: Path, steady: float) -> Figure
             )
             time.sleep(1)
         return figures("zdd", load, t0, first_serving(load, t0, "v2"), gone, gone, steady_start)
-    finally:
-        agent.close()
-        caddy.stop()
-        for c in client.containers.list(all=True, filters={"label": "zdd.app=web"}):
-            c.remove(force=True)
-        for n in client.networks.list(names=["zdd-bench"]):
-            n.remove()
 
 
 def bench_bash(client, caddy_binary: str, workdir: Path, steady: float) -> Figures:

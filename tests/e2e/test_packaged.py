@@ -6,7 +6,6 @@ inside too (zdd depends on an engine), but its units are masked before the insta
 engine ever runs; the machine's docker group gets the socket's gid so the zdd user may use it.
 """
 
-import http.client
 import json
 import subprocess
 import time
@@ -17,8 +16,10 @@ import pytest
 
 from tests.integration.test_deploy import wait_until
 from tests.support import images
+from tests.support.agent_process import remove_app_containers
 from tests.support.load import LoadClient
 from tests.support.machine import Machine
+from tests.support.net import http_get
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE_PORT, ADMIN_PORT = 18090, 2019  # Debian's `systemctl reload caddy` talks to the default admin address
@@ -86,20 +87,11 @@ def machine(tmp_path_factory, deb):
     finally:
         print(m.run("journalctl", "-u", "zdd", "-u", "caddy", "--no-pager", "-n", "120", check=False).stdout)
         m.shutdown()
-        for c in client.containers.list(all=True, filters={"label": "zdd.app=web"}):
-            c.remove(force=True)
-        for n in client.networks.list(names=["zdd-e2e"]):
-            n.remove()
+        remove_app_containers(client, "zdd-e2e")
 
 
 def get(path: str = "/") -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", SITE_PORT, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read().decode().strip()
-    finally:
-        conn.close()
+    return http_get(SITE_PORT, path)
 
 
 def serving(body: str) -> bool:

@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from tests.support import images
-from tests.support.agent_process import AgentProcess, write_config
+from tests.support.agent_process import AgentProcess, remove_app_containers, write_config
 from tests.support.caddy_server import CaddyServer
 from tests.support.net import free_port, wait_for_port
 from zdd.host import reload_safety_problem
@@ -122,10 +122,7 @@ class Stack:
     def close(self) -> None:
         self.agent.close()
         self.caddy.stop()
-        for container in self.containers():
-            container.remove(force=True)
-        for network in self.docker.networks.list(names=[self.network]):
-            network.remove()
+        remove_app_containers(self.docker, self.network)
 
 
 def wait_file(path: Path, timeout: float = 30.0) -> None:

@@ -62,12 +62,13 @@ def deploy_under_load(stack, tag_from: str, tag_to: str) -> LoadClient:
         wait_until(lambda: tag_to in load.bodies_after(time.monotonic() - 0.5), 60, f"{tag_to} served")
         wait_until(lambda: not old_containers & {c.id for c in stack.containers()}, 60, "old container removed")
         time.sleep(SLOW_SECONDS + 1)  # slow requests begun on the new version finish too
+        settled = time.monotonic()
 
     print(load.summary())
     assert_no_failures(stack, load)
     moment = switch_moment(stack)
     assert load.in_flight_at(moment), "no slow request was in flight at the switch; the test proves too little"
-    assert load.bodies_after(time.monotonic() - 1) == {tag_to}
+    assert load.bodies_after(settled - 1) == {tag_to}
     assert len(stack.containers()) == 1
     return load
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import docker
 import tomli_w
 
 from .notify import NotifySocket
@@ -92,3 +93,11 @@ class AgentProcess:
     @property
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def remove_app_containers(client: docker.DockerClient, network: str, app: str = "web") -> None:
+    """After a test, demo or benchmark: the app's containers and zdd's network go."""
+    for container in client.containers.list(all=True, filters={"label": f"zdd.app={app}"}):
+        container.remove(force=True)
+    for net in client.networks.list(names=[network]):
+        net.remove()

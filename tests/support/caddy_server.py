@@ -1,13 +1,12 @@
 """A real Caddy process on free loopback ports, running a user-style Caddyfile that imports zdd's snippet."""
 
-import http.client
 import json
 import os
 import subprocess
 import time
 from pathlib import Path
 
-from .net import free_port, wait_for_port
+from .net import free_port, http_get, wait_for_port
 
 CADDYFILE = """{{
 	admin 127.0.0.1:{admin}
@@ -74,13 +73,7 @@ class CaddyServer:
         )
 
     def get(self, path: str = "/") -> tuple[int, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            return response.status, response.read().decode().strip()
-        finally:
-            conn.close()
+        return http_get(self.port, path)
 
     def version(self) -> str:
         out = subprocess.run([self.binary, "version"], capture_output=True, text=True, check=True).stdout

@@ -1,5 +1,6 @@
 """Loopback helpers for the integration tier."""
 
+import http.client
 import socket
 import time
 
@@ -19,3 +20,14 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def http_get(port: int, path: str = "/") -> tuple[int, str]:
+    """One GET on a new connection to 127.0.0.1:port: (status, body stripped)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode().strip()
+    finally:
+        conn.close()
