@@ -99,6 +99,10 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.fchmod(fd, mode)  # umask must not decide who may read it
+        try:  # the directory's group (zdd) may read it: `zdd status` and `deploy --wait` for deployers
+            os.fchown(fd, -1, os.stat(path.parent).st_gid)
+        except PermissionError:
+            pass
         os.write(fd, data)
         os.fsync(fd)
     finally:
