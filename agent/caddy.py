@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import AppConfig, Config
-from .durations import format_duration
 from .errors import ConfigError, PermanentError, TemporaryError
 from .state import write_atomically
+from .units import format_duration
 
 log = logging.getLogger("zdd.caddy")
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .durations import parse_duration
 from .errors import ConfigError
 from .reference import APP_NAME_RE, REPOSITORY_RE
+from .units import parse_duration, parse_size
 
 DEFAULT_CONFIG = Path("/etc/zdd/zdd.toml")
 PULL_POLICIES = ("missing", "always", "never")
@@ -29,6 +29,7 @@ class AppConfig:
     drain_timeout: float = 30.0  # longest wait for in-flight requests on the old container
     stop_timeout: float = 10.0  # SIGTERM -> SIGKILL
     pull: str = "missing"
+    min_free_space: int = 1_000_000_000  # bytes free in Docker's data root, or a pull is refused before it starts
     env: Mapping[str, str] = field(default_factory=dict)
     env_file: Path | None = None
     volumes: tuple[str, ...] = ()
@@ -217,6 +218,7 @@ def _app(name: str, table: Mapping[str, Any], problems: list[str]) -> AppConfig 
         drain_timeout=r.duration("drain_timeout", d.drain_timeout),
         stop_timeout=r.duration("stop_timeout", d.stop_timeout),
         pull=r.get("pull", str, d.pull, _pull),
+        min_free_space=r.get("min_free_space", object, d.min_free_space, parse_size),
         env=r.get("env", dict, {}, _string_map),
         env_file=r.get("env_file", str, None, _absolute_path),
         volumes=r.get("volumes", list, (), _string_list),

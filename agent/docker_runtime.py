@@ -5,6 +5,7 @@ low-level streaming pull with every message checked for an error.
 """
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,6 +67,18 @@ class DockerRuntime:
             return False
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
             raise _unavailable(err) from None
+
+    def free_bytes(self) -> int | None:
+        """Free space in Docker's data root (None if it cannot be read, e.g. a remote engine)."""
+        try:
+            root = self.client.info().get("DockerRootDir", "")
+            stats = os.statvfs(root)
+        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+            raise _unavailable(err) from None
+        except OSError as err:
+            log.debug("cannot read free space of Docker's data root: %s", err)
+            return None
+        return stats.f_bavail * stats.f_frsize
 
     def image_id(self, ref: ImageRef) -> str:
         try:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from .config import AppConfig
-from .durations import format_duration
 from .errors import PermanentError, TemporaryError, ZddError
 from .reference import ImageRef
 from .state import Running
+from .units import format_duration, format_size
 
 log = logging.getLogger("zdd.swap")
 T = TypeVar("T")
@@ -37,6 +37,7 @@ class Container:
 
 class Runtime(Protocol):
     def has_image(self, ref: ImageRef) -> bool: ...
+    def free_bytes(self) -> int | None: ...
     def pull(self, ref: ImageRef, progress: Callable[[], None]) -> None: ...
     def image_id(self, ref: ImageRef) -> str: ...
     def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container: ...
@@ -174,6 +175,12 @@ class Swap:
             if not self.runtime.has_image(ref):
                 raise PermanentError(f'{what}: image {ref} is not on this host and pull = "never"')
             return
+        free = self.runtime.free_bytes()
+        if free is not None and free < app.min_free_space:
+            raise PermanentError(
+                f"{what}: refusing to pull {ref}: {format_size(free)} free where Docker keeps images, "
+                f"below min_free_space {format_size(app.min_free_space)}; free some space (docker image prune)"
+            )
         self.status(f"{what}: pulling")
         started = self.clock.monotonic()
         self.runtime.pull(ref, self.tick)

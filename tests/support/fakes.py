@@ -38,12 +38,16 @@ class FakeRuntime:
     registry: dict[str, str] = field(default_factory=dict)  # reference -> image id
     exits_after_probes: int | None = None  # the new container dies after this many exit checks
     pull_error: Exception | None = None
+    free: int | None = 10**12
     started: list[Container] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     _checks: int = 0
 
     def has_image(self, ref: ImageRef) -> bool:
         return str(ref) in self.local_images
+
+    def free_bytes(self) -> int | None:
+        return self.free
 
     def pull(self, ref: ImageRef, progress: Callable[[], None]) -> None:
         self.log.append(f"pull {ref}")

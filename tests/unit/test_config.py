@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from zdd.config import load_config, parse_config
-from zdd.durations import format_duration, parse_duration
 from zdd.errors import ConfigError
+from zdd.units import format_duration, parse_duration, parse_size
 
 MINIMAL = """
 state_dir = "/var/lib/zdd"
@@ -151,6 +151,19 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_refuses(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    "text, size", [("2GB", 2 * 10**9), ("500MB", 5 * 10**8), ("1GiB", 2**30), (1024, 1024), ("1.5 gb", 15 * 10**8)]
+)
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "-1GB", True, "2 GBs", -5])
+def test_parse_size_refuses(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
 
 
 def test_format_duration():

@@ -140,6 +140,13 @@ def test_pull_error_starts_nothing_and_touches_nothing(world):
     assert not any(e.startswith(("stop", "remove", "route")) for e in world["log"])
 
 
+def test_a_pull_is_refused_before_it_starts_when_the_disk_is_too_full(world):
+    world["runtime"].free = 200_000_000
+    with pytest.raises(PermanentError, match="refusing to pull .*:v2: 200.0 MB free .* below min_free_space 1.0 GB"):
+        world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    assert not any(e.startswith(("pull", "start")) for e in world["log"])
+
+
 def test_unhealthy_new_version_is_removed_and_old_never_touched(world):
     world["prober"].results = ["HTTP 500"] * 1000
     with pytest.raises(PermanentError) as failure:

@@ -1,0 +1,81 @@
+"""Faults around a deploy, with a client throughout: the registry down, a full disk, Caddy gone mid-deploy."""
+
+import time
+
+import pytest
+
+from tests.integration.test_deploy import assert_no_failures, wait_until
+from tests.support.load import LoadClient
+from tests.support.net import free_port
+
+ONLY_DEBIAN_CADDY = pytest.mark.parametrize("caddy_binary", ["caddy2.6"], indirect=True)
+
+
+def statuses(stack) -> list[str]:
+    return [line for line in stack.agent.notify.lines() if line.startswith("STATUS=")]
+
+
+@ONLY_DEBIAN_CADDY
+def test_registry_down_fails_the_deploy_clearly_and_v1_keeps_serving(stack, docker_client, test_images):
+    repository = f"127.0.0.1:{free_port()}/zdd-it/web"  # nothing listens there
+    docker_client.images.get(test_images["v1"]).tag(repository, "v1")
+    stack.configure(image=repository, pull="missing")
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    with LoadClient(stack.caddy.port, slow_workers=1) as load:
+        result = stack.deploy("v2")
+    assert result.returncode == 1
+    assert f"pull {repository}:v2" in result.stderr and "connection refused" in result.stderr.lower()
+    assert_no_failures(stack, load)
+    assert stack.caddy.get() == (200, "v1") and [c.labels["zdd.tag"] for c in stack.containers()] == ["v1"]
+    docker_client.images.remove(f"{repository}:v1")
+
+
+@ONLY_DEBIAN_CADDY
+def test_a_pull_is_refused_before_it_starts_when_the_disk_is_too_full(stack, registry):
+    stack.configure(image=f"{registry}/zdd-it/web", pull="always", min_free_space="1000TB")
+    stack.start()
+    result = stack.deploy("v1")
+    assert result.returncode == 1
+    assert "refusing to pull" in result.stderr and "below min_free_space 1000.0 TB" in result.stderr
+    assert "pulling" not in " ".join(statuses(stack))
+    assert stack.containers() == []
+
+
+@ONLY_DEBIAN_CADDY
+def test_caddy_gone_at_the_switch_fails_safely_and_the_agent_recovers_by_itself(stack):
+    stack.configure(health_successes=20)
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    with LoadClient(stack.caddy.port, slow_workers=1) as load:
+        time.sleep(1)
+        stack.agent.echo("v2")
+        wait_until(lambda: any("v1 -> v2: health 1/20" in s for s in statuses(stack)), 30, "the health gate")
+        down = time.monotonic()
+        stack.caddy.stop()  # the site is down: that is the fault itself
+        wait_until(lambda: "deploy" in stack.agent.log and "Caddy admin API" in stack.agent.log, 30, "the failure")
+        stack.caddy.start()  # reads the snippet zdd restored: the old route
+        up = time.monotonic()
+        stack.caddy.wait_serving("v1")
+        time.sleep(1)
+        recovered = time.monotonic()
+        assert stack.deploy("v3").returncode == 0  # no agent restart needed
+        stack.caddy.wait_serving("v3")
+        time.sleep(1)
+    failed_outside_the_outage = [r for r in load.failures if not down <= r.ended <= up + 0.5]
+    assert failed_outside_the_outage == [], load.summary()
+    assert not [r for r in load.results if r.started > recovered and not r.ok]
+    assert "web: v1 -> v2: deploy" in stack.agent.log and "failed: " in stack.agent.log
+    assert [c.labels["zdd.tag"] for c in stack.containers()] == ["v3"]
+
+
+@ONLY_DEBIAN_CADDY
+def test_caddy_restarted_during_the_health_gate_the_deploy_completes(stack):
+    stack.configure(health_successes=20)
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    stack.agent.echo("v2")
+    wait_until(lambda: any("v1 -> v2: health 1/20" in s for s in statuses(stack)), 30, "the health gate")
+    stack.caddy.restart()
+    wait_until(lambda: stack.caddy.get() == (200, "v2"), 30, "v2 served")
+    wait_until(lambda: [c.labels["zdd.tag"] for c in stack.containers()] == ["v2"], 30, "v1 removed")
