@@ -4,6 +4,7 @@ import grp
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from tests.integration.test_deploy import assert_no_failures, wait_until
 from tests.support import images
-from tests.support.fuzz import hostile_lines
+from tests.support.fuzz import hostile_lines, mutations
 from tests.support.load import LoadClient
 from zdd.errors import RequestError
 from zdd.reference import parse_request
@@ -143,3 +144,25 @@ def test_only_root_and_the_deployers_group_may_queue_and_the_requester_is_record
         stack.agent.close()
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(f"/var/tmp/zdd-it-pkg-{os.getpid()}", ignore_errors=True)
+
+
+def reload_answers(stack) -> int:
+    log = stack.agent.log
+    return log.count("reload refused") + log.count("reloaded config") + log.count("state_dir cannot change")
+
+
+@ONLY_DEBIAN_CADDY
+def test_fuzzed_configs_on_sighup_are_refused_and_the_running_config_stays(stack):
+    stack.start()
+    good = stack.config_path.read_text()
+    for text in [*mutations(30, seed=11), good]:
+        stack.config_path.write_text(text)
+        answers = reload_answers(stack)
+        stack.agent.signal(signal.SIGHUP)
+        wait_until(lambda n=answers: reload_answers(stack) > n, 10, "the reload answered")
+        assert stack.agent.process.poll() is None
+    refused = stack.agent.log.count("reload refused")
+    print(f"30 fuzzed configs sent with SIGHUP: {refused} refused, the others valid and applied")
+    assert refused >= 20
+    assert stack.deploy("v1").returncode == 0
+    stack.caddy.wait_serving("v1")

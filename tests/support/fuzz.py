@@ -94,3 +94,48 @@ def hostile_lines(count: int, seed: int = 1) -> list[str]:
         else:  # an app name plus something
             lines.append(f"{rng.choice(['web', 'api', 'WEB', '..', ''])} {rng.choice(['v1', '$(id)', DIGEST, ''])}")
     return lines[:count]
+
+
+CONFIG = 'state_dir = "/var/lib/zdd"\n[caddy]\nadmin = "127.0.0.1:2019"\n[apps.web]\nimage = "r/web"\nport = 8080\n'
+
+
+def mutations(count: int, seed: int = 7) -> list[str]:
+    """Broken variants of a minimal zdd.toml: inserted bad keys, deleted lines, stray characters."""
+    rng = random.Random(seed)
+    pieces = [
+        'port = "x"',
+        "port = -1",
+        "port = 1e9",
+        'image = ""',
+        "image = 3",
+        'health_path = "up"',
+        "[apps.web.env]\nA = [1]",
+        '[caddy]\nadmin = "8.8.8.8:2019"',
+        'drain_timeout = "forever"',
+        "[[apps]]",
+        "apps = 3",
+        "= 1",
+        "[apps.web",
+        'state_dir = "relative"',
+        "\x00",
+        'pull = "maybe"',
+        'labels = { "zdd.app" = "x" }',
+        "health_successes = 0",
+        "stop_timeout = -5",
+        '[apps."Bad Name"]',
+    ]
+    out = []
+    for _ in range(count):
+        lines = CONFIG.splitlines()
+        for _ in range(rng.randrange(1, 4)):
+            op = rng.randrange(3)
+            if op == 0:
+                lines.insert(rng.randrange(len(lines) + 1), rng.choice(pieces))
+            elif op == 1 and lines:
+                del lines[rng.randrange(len(lines))]
+            elif lines:
+                i = rng.randrange(len(lines))
+                cut = rng.randrange(len(lines[i]) + 1)
+                lines[i] = lines[i][:cut] + rng.choice(["", '"', "]", "=", "\\", "é"]) + lines[i][cut:]
+        out.append("\n".join(lines) + "\n")
+    return out
