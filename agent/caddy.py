@@ -149,6 +149,12 @@ class CaddyRouter:
         self.write_snippet(app, addresses, stream)
         self.reload()
 
+    def ensure_route(self, app: AppConfig, addresses: Sequence[str], routed: set[str]) -> None:
+        """Converge without needless reloads: only when the snippet changed or Caddy lacks an address."""
+        stream = bool(addresses) and self._has_stream_close_delay()
+        if self.write_snippet(app, addresses, stream) or not set(addresses) <= routed:
+            self.reload()
+
     def reload(self) -> None:
         """Re-read the user's Caddyfile (with zdd's snippets) into Caddy. An unchanged config is a no-op."""
         caddyfile = self.config.caddy.caddyfile

@@ -49,6 +49,7 @@ class Config:
     state_dir: Path = Path("/var/lib/zdd")
     network: str = "zdd"
     docker_host: str = "unix:///var/run/docker.sock"
+    reconcile_interval: float = 30.0  # seconds between idle checks that what runs is what Caddy routes to
     caddy: CaddyConfig = CaddyConfig()
     apps: Mapping[str, AppConfig] = field(default_factory=dict)
     source: Path | None = None
@@ -240,6 +241,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     state_dir = top.get("state_dir", str, str(Config.state_dir), _absolute_path)
     network = top.get("network", str, Config.network)
     docker_host = top.get("docker_host", str, os.environ.get("DOCKER_HOST", Config.docker_host))
+    reconcile_interval = top.duration("reconcile_interval", Config.reconcile_interval)
     caddy_table = top.get("caddy", dict, {})
     apps_table = top.get("apps", dict, {})
     top.unknown()
@@ -263,7 +265,13 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     return Config(
-        state_dir=Path(state_dir), network=network, docker_host=docker_host, caddy=caddy, apps=apps, source=source
+        state_dir=Path(state_dir),
+        network=network,
+        docker_host=docker_host,
+        reconcile_interval=max(reconcile_interval, 1.0),
+        caddy=caddy,
+        apps=apps,
+        source=source,
     )
 
 

@@ -26,8 +26,6 @@ from .systemd import NOTICE, Notifier
 
 log = logging.getLogger("zdd.agent")
 
-IDLE_CHECK = 30.0  # seconds: re-check snippets and the queue even if inotify said nothing
-
 
 def new_deploy_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
@@ -74,6 +72,7 @@ class Agent:
         self._stop_announced = False
         self.converged = False  # start-up reconciliation done; retried each wake-up until it is
         self._reconcile_error = ""
+        self._last_converge = 0.0
 
     # --- systemd ---------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -132,11 +131,13 @@ class Agent:
             # Once per distinct cause: the retry runs on every wake-up.
             level = logging.DEBUG if str(err) == self._reconcile_error else logging.ERROR
             self._reconcile_error = str(err)
-            log.log(level, "start-up reconciliation failed: %s; retrying, deploys wait until it succeeds", err)
+            log.log(level, "reconciliation failed: %s; retrying, deploys wait until it succeeds", err)
         else:
             if self._reconcile_error:
-                log.log(NOTICE, "start-up reconciliation succeeded after: %s", self._reconcile_error)
+                log.log(NOTICE, "reconciliation succeeded after: %s", self._reconcile_error)
+                self._reconcile_error = ""
             self.converged = True
+            self._last_converge = time.monotonic()
 
     def _reconcile_app(self, app: AppConfig, routed: set[str]) -> None:
         app_state = self.state.app(app.name)
@@ -147,16 +148,19 @@ class Agent:
         if plan.drain_and_stop and plan.current:
             self.swap.finish(app, plan.current, plan.drain_and_stop, deploy_id)
         else:
-            self.router.route(app, [plan.current.address] if plan.current else [])
+            self.router.ensure_route(app, [plan.current.address] if plan.current else [], routed)
         for found in plan.remove:
             self.runtime.remove(found.id)
             log.info("%s: removed container %s (not live)", app.name, found.name)
-        if plan.current is not app_state.current and plan.current is not None:
-            app_state.previous_tag = app_state.current.tag if app_state.current else app_state.previous_tag
+        if plan.interrupted == "after-switch" and app_state.current:
+            app_state.previous_tag = app_state.current.tag
+            app_state.previous_reference = app_state.current.reference
+        unchanged = plan.current == app_state.current and not app_state.phase and not plan.remove
         app_state.current = plan.current
         app_state.phase, app_state.phase_data = "", {}
         self._settle_interrupted(deploy_id, plan.interrupted)
-        self.store.save(self.state)
+        if not unchanged:
+            self.store.save(self.state)
 
     def _settle_interrupted(self, deploy_id: str, interrupted: str) -> None:
         for entry in self.state.history:
@@ -316,7 +320,7 @@ class Agent:
 
     def loop(self) -> None:
         while not self.stop_requested:
-            timeout = IDLE_CHECK
+            timeout = self.config.reconcile_interval  # re-check the queue and converge again, woken or not
             if self.notifier.watchdog_interval:
                 timeout = min(timeout, self.notifier.watchdog_interval / 2)
             if self.queue.has_open_claims or not self.converged:
@@ -327,6 +331,8 @@ class Agent:
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload_config()
+            if time.monotonic() - self._last_converge >= self.config.reconcile_interval:
+                self.converged = False  # converge again: dockerd may have restarted a container elsewhere
             try:
                 self.take_queue()  # on every wake-up: inotify may merge or drop events
                 if not self.converged:

@@ -4,7 +4,7 @@ Pure: given the app's state, the containers Docker has with the app's label and 
 routes to, return a Plan. The daemon carries it out. (DESIGN.md section 6.)
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .state import AppState, Running
 
@@ -69,6 +69,11 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
         )
 
     keep = current.container_id if current else ""
+    found = by_id.get(keep)
+    if current and found and found.address and found.address != current.address:
+        # dockerd restarted the container (restart policy) on another IP: Caddy must follow it.
+        notes.append(f"{app}: {current.tag} moved from {current.address} to {found.address}")
+        current = replace(current, address=found.address)
     remove = [c for c in containers if c.id != keep]
     interrupted = "before-switch" if state.phase else ""
     if interrupted:

@@ -86,7 +86,7 @@ class Stack:
         self.agent = AgentProcess(self.config_path, self.state_dir, workdir)
         self.configure()
 
-    def configure(self, **app_keys) -> None:
+    def configure(self, top: dict | None = None, **app_keys) -> None:
         # pull "never" unless a test says otherwise: test images are local, and a missing one must not
         # send dockerd looking for it on Docker Hub.
         app = {
@@ -101,7 +101,13 @@ class Stack:
         }
         app.update(app_keys)
         write_config(
-            self.config_path, self.state_dir, self.caddy.admin, self.caddy.caddyfile, self.network, {"web": app}
+            self.config_path,
+            self.state_dir,
+            self.caddy.admin,
+            self.caddy.caddyfile,
+            self.network,
+            {"web": app},
+            **(top or {}),
         )
 
     def start(self, watchdog_usec: int | None = None) -> "Stack":

@@ -79,3 +79,23 @@ def test_caddy_restarted_during_the_health_gate_the_deploy_completes(stack):
     stack.caddy.restart()
     wait_until(lambda: stack.caddy.get() == (200, "v2"), 30, "v2 served")
     wait_until(lambda: [c.labels["zdd.tag"] for c in stack.containers()] == ["v2"], 30, "v1 removed")
+
+
+@ONLY_DEBIAN_CADDY
+def test_a_container_restarted_on_another_ip_is_followed_by_caddy(stack, docker_client, test_images):
+    stack.configure(top={"reconcile_interval": "1s"})
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    (container,) = stack.containers()
+    old_ip = container.attrs["NetworkSettings"]["Networks"][stack.network]["IPAddress"]
+    container.stop(timeout=1)  # what a dockerd restart does to it, without touching the other tests' engine
+    squatter = docker_client.containers.run(test_images["v3"], detach=True, network=stack.network)  # takes the IP
+    try:
+        container.start()
+        container.reload()
+        new_ip = container.attrs["NetworkSettings"]["Networks"][stack.network]["IPAddress"]
+        assert new_ip != old_ip
+        wait_until(lambda: stack.caddy.get() == (200, "v1"), 20, "Caddy following the new address")
+        assert f"moved from {old_ip}:8080 to {new_ip}:8080" in stack.agent.log
+    finally:
+        squatter.remove(force=True)

@@ -13,13 +13,14 @@ from .notify import NotifySocket
 
 
 def write_config(
-    path: Path, state_dir: Path, caddy_admin: str, caddyfile: Path, network: str, apps: dict[str, dict]
+    path: Path, state_dir: Path, caddy_admin: str, caddyfile: Path, network: str, apps: dict[str, dict], **top: object
 ) -> Path:
     path.write_text(
         tomli_w.dumps(
             {
                 "state_dir": str(state_dir),
                 "network": network,
+                **top,
                 "caddy": {"admin": caddy_admin, "caddyfile": str(caddyfile)},
                 "apps": apps,
             }

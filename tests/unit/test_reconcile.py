@@ -78,3 +78,9 @@ def test_new_container_dead_after_switch_falls_back_to_old():
 def test_current_container_gone_is_noted():
     p = plan("", [], data={})
     assert p.current is None and "is gone" in p.notes[0]
+
+
+def test_a_container_restarted_on_another_ip_is_followed():
+    moved = Found("c1", "zdd-web-1", True, "10.0.0.9:8080")
+    p = plan("", [moved], data={})
+    assert p.current.address == "10.0.0.9:8080" and p.current.container_id == "c1" and "moved" in p.notes[0]
