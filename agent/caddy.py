@@ -144,15 +144,16 @@ class CaddyRouter:
             if not self.config.snippet_path(name).exists():
                 self.write_snippet(app, routes.get(name, ()))
 
+    def _write_route(self, app: AppConfig, addresses: Sequence[str]) -> bool:
+        return self.write_snippet(app, addresses, bool(addresses) and self._has_stream_close_delay())
+
     def route(self, app: AppConfig, addresses: Sequence[str]) -> None:
-        stream = bool(addresses) and self._has_stream_close_delay()
-        self.write_snippet(app, addresses, stream)
+        self._write_route(app, addresses)
         self.reload()
 
     def ensure_route(self, app: AppConfig, addresses: Sequence[str], routed: set[str]) -> None:
         """Converge without needless reloads: only when the snippet changed or Caddy lacks an address."""
-        stream = bool(addresses) and self._has_stream_close_delay()
-        if self.write_snippet(app, addresses, stream) or not set(addresses) <= routed:
+        if self._write_route(app, addresses) or not set(addresses) <= routed:
             self.reload()
 
     def reload(self) -> None:

@@ -158,22 +158,27 @@ class Agent:
         unchanged = plan.current == app_state.current and not app_state.phase and not plan.remove
         app_state.current = plan.current
         app_state.phase, app_state.phase_data = "", {}
-        self._settle_interrupted(deploy_id, plan.interrupted)
-        if not unchanged:
+        stale = self._settle_interrupted(app.name, deploy_id, plan.interrupted)
+        if stale or not unchanged:
             self.store.save(self.state)
 
-    def _settle_interrupted(self, deploy_id: str, interrupted: str) -> None:
+    def _settle_interrupted(self, app: str, deploy_id: str, interrupted: str) -> bool:
+        """A deploy still marked running when no deploy runs was cut short by a crash: it finished if it
+        had switched, else it is retried once (never silently dropped, never run twice after success)."""
+        settled = False
         for entry in self.state.history:
-            if entry.deploy_id != deploy_id or entry.result != "running":
+            if entry.app != app or entry.result != "running":
                 continue
-            if interrupted == "after-switch":
+            settled = True
+            if entry.deploy_id == deploy_id and interrupted == "after-switch":
                 entry.result, entry.reason, entry.ended_at = "succeeded", "finished after an agent restart", time.time()
             elif entry.attempts < 1:
                 entry.result, entry.attempts = "queued", entry.attempts + 1
-                log.warning("%s: deploy %s of %s was interrupted; retrying it once", entry.app, deploy_id, entry.tag)
+                log.warning("%s: deploy %s of %s was interrupted; retrying it once", app, entry.deploy_id, entry.tag)
             else:
                 entry.result, entry.ended_at = "failed", time.time()
                 entry.reason = "interrupted twice; not retried"
+        return settled
 
     # --- the queue ---------------------------------------------------------------------------------
     def take_queue(self) -> None:

@@ -125,20 +125,21 @@ class Swap:
         except BaseException:
             self._discard(app, container, what)
             raise
-        self.finish(app, new, current, deploy_id)
+        self._after_switch(app, new, current, deploy_id)
         return Outcome(new, changed=True)
 
     def finish(self, app: AppConfig, new: Running, old: Running | None, deploy_id: str) -> None:
-        """After the switch: drain the old container, route only the new one, stop and remove the old.
+        """How a restarted agent completes a deploy that had switched before it died: route as the
+        switch did, then everything after it."""
+        self.router.route(app, [new.address, old.address] if old else [new.address])
+        self._after_switch(app, new, old, deploy_id)
 
-        Also how a restarted agent completes a deploy that had switched before it died.
-        """
+    def _after_switch(self, app: AppConfig, new: Running, old: Running | None, deploy_id: str) -> None:
+        """Drain the old container, route only the new one, stop and remove the old."""
         if old is None:
-            self.router.route(app, [new.address])
             return
         what = f"{app.name}: {old.tag} -> {new.tag}"
         self.journal.enter(app.name, "draining", deploy=deploy_id, **phase_data(new, old))
-        self.router.route(app, [new.address, old.address])  # already so after a switch; a no-op for Caddy
         self._drain(app, old, what)
         self.router.route(app, [new.address])
         self.journal.enter(app.name, "stopping", deploy=deploy_id, **phase_data(new, old))

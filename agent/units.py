@@ -30,20 +30,30 @@ def format_duration(seconds: float) -> str:
     return f"{max(0, round(seconds * 1000))}ms"
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
 
 
 def parse_size(value: object) -> int:
     """Return bytes; raise ValueError with a reason a user can act on."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a size like \"2GB\", got {value!r}")
+        raise ValueError(f'expected a size like "2GB", got {value!r}')
     if isinstance(value, int) and value >= 0:
         return value
     match = _SIZE.match(value) if isinstance(value, str) else None
     if not match:
-        raise ValueError(f"expected a size like \"500MB\" or \"2GB\", got {value!r}")
+        raise ValueError(f'expected a size like "500MB" or "2GB", got {value!r}')
     return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
 
 
