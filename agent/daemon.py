@@ -49,6 +49,8 @@ class Agent:
         self.notifier = notifier or Notifier()
         self.store = StateStore(config.state_dir)
         self.state = self.store.load()
+        if not self.state.instance:
+            self.state.instance = secrets.token_hex(4)
         self.queue = QueueFile(config.queue_path)
         self.queue.restore(self.state.queue_offsets)
         self.drop = RequestDrop(config.requests_dir)
@@ -56,7 +58,7 @@ class Agent:
         self.stop_requested = False
         self.reload_requested = False
         self.last_failure = ""
-        self.runtime = DockerRuntime(config.docker_host, config.network)
+        self.runtime = DockerRuntime(config.docker_host, config.network, self.state.instance)
         self.router = CaddyRouter(config)
         self.swap = Swap(
             self.runtime,

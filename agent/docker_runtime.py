@@ -22,6 +22,7 @@ from .swap import Container
 log = logging.getLogger("zdd.docker")
 
 LABEL_APP, LABEL_TAG, LABEL_DEPLOY, LABEL_REFERENCE = "zdd.app", "zdd.tag", "zdd.deploy", "zdd.reference"
+LABEL_INSTANCE = "zdd.instance"  # which agent (state dir) owns the container
 API_TIMEOUT = 60  # seconds for one Docker API call; stop adds the container's stop timeout
 # A fixed API version: no call at construction (the agent starts, and retries, while dockerd is down).
 # 1.41 is Docker 20.10 (Debian 12's docker.io); later engines still serve it.
@@ -51,8 +52,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 class DockerRuntime:
-    def __init__(self, base_url: str, network: str):
-        self.network = network
+    def __init__(self, base_url: str, network: str, instance: str):
+        self.network, self.instance = network, instance
         try:
             self.client = docker.DockerClient(base_url=base_url, version=API_VERSION, timeout=API_TIMEOUT)
         except docker.errors.DockerException as err:
@@ -123,6 +124,7 @@ class DockerRuntime:
             LABEL_TAG: ref.version,
             LABEL_DEPLOY: deploy_id,
             LABEL_REFERENCE: str(ref),
+            LABEL_INSTANCE: self.instance,
         }
         name = f"zdd-{app.name}-{deploy_id}"
         try:
@@ -192,7 +194,9 @@ class DockerRuntime:
         """Every container zdd started for `app`, running or not, found by its label."""
         try:
             found = self.client.containers.list(
-                all=True, filters={"label": f"{LABEL_APP}={app.name}"}, ignore_removed=True
+                all=True,
+                filters={"label": [f"{LABEL_APP}={app.name}", f"{LABEL_INSTANCE}={self.instance}"]},
+                ignore_removed=True,
             )
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
             raise _unavailable(err) from None

@@ -57,6 +57,9 @@ class HistoryEntry:
 
 @dataclass
 class State:
+    # This agent's own mark on its containers: another zdd on the same engine (a second state dir) never
+    # sees, and so never removes, them.
+    instance: str = ""
     apps: dict[str, AppState] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
     queue_offsets: dict[str, int] = field(default_factory=dict)  # claimed file -> bytes already taken
@@ -91,7 +94,9 @@ def state_from_dict(data: dict[str, Any]) -> State:
         current = _build(Running, raw["current"]) if "current" in raw else None
         apps[name] = _build(AppState, {**raw, "current": current})
     history = [_build(HistoryEntry, raw) for raw in data.get("history", [])]
-    return State(apps=apps, history=history, queue_offsets=dict(data.get("queue_offsets", {})))
+    return State(
+        instance=data.get("instance", ""), apps=apps, history=history, queue_offsets=dict(data.get("queue_offsets", {}))
+    )
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:

@@ -27,14 +27,21 @@ def test_ready_only_after_reconciling_and_status_and_watchdog_during_a_deploy(st
     stack.start()
     assert stack.deploy("v1").returncode == 0
     stack.agent.stop()
-    # A container a crashed deploy left behind: READY=1 must come only once it is gone.
+    # A container a crashed deploy left behind: READY=1 must come only once it is gone. Another agent's
+    # container (another state dir on the same engine) is not this agent's to touch.
+    instance = StateStore(stack.state_dir).load().instance
     stray = docker_client.containers.run(
-        test_images["v3"], detach=True, labels={"zdd.app": "web"}, network=stack.network
+        test_images["v3"], detach=True, labels={"zdd.app": "web", "zdd.instance": instance}, network=stack.network
+    )
+    foreign = docker_client.containers.run(
+        test_images["v3"], detach=True, labels={"zdd.app": "web", "zdd.instance": "another"}, network=stack.network
     )
     stack.agent.start(wait_ready=False, watchdog_usec=2_000_000)
     stack.agent.notify.wait_for("READY=1")
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(stray.id)
+    assert docker_client.containers.get(foreign.id).status == "running"
+    foreign.remove(force=True)
 
     with LoadClient(stack.caddy.port, slow_workers=1) as load:
         result = stack.deploy("v2")
