@@ -17,10 +17,6 @@ from zdd.state import StateStore
 ONLY_DEBIAN_CADDY = pytest.mark.parametrize("caddy_binary", ["caddy2.6"], indirect=True)
 
 
-def statuses(stack) -> list[str]:
-    return [line[len("STATUS=") :] for line in stack.agent.notify.lines() if line.startswith("STATUS=")]
-
-
 @ONLY_DEBIAN_CADDY
 def test_ready_only_after_reconciling_and_status_and_watchdog_during_a_deploy(stack, docker_client, test_images):
     stack.configure(health_successes=10)
@@ -47,7 +43,7 @@ def test_ready_only_after_reconciling_and_status_and_watchdog_during_a_deploy(st
         result = stack.deploy("v2")
     assert result.returncode == 0, result.stderr
     assert_no_failures(stack, load)
-    seen = statuses(stack)
+    seen = stack.agent.notify.statuses()
     assert any(s.startswith("idle; web v1 since ") for s in seen)
     for expected in ("web: v1 -> v2: starting", "web: v1 -> v2: health 1/10", "web: v1 -> v2: health 10/10"):
         assert expected in seen, seen
@@ -78,7 +74,7 @@ def test_sigterm_mid_deploy_finishes_it_and_extends_the_stop_timeout(stack):
     stack.start()
     assert stack.deploy("v1").returncode == 0
     stack.agent.echo("v2")
-    wait_until(lambda: "web: v1 -> v2: health 1/15" in statuses(stack), 30, "the health gate to start")
+    wait_until(lambda: "web: v1 -> v2: health 1/15" in stack.agent.notify.statuses(), 30, "the health gate to start")
     stack.agent.signal(signal.SIGTERM)
     assert stack.agent.process.wait(timeout=60) == 0
     lines = stack.agent.notify.lines()
@@ -106,7 +102,7 @@ def test_sighup_reloads_a_good_config_and_refuses_a_bad_one(stack):
     lines = stack.agent.notify.lines()
     assert "RELOADING=1" in lines and lines.count("READY=1") == 2
     assert stack.deploy("v2").returncode == 0
-    assert "web: v1 -> v2: health 4/4" in statuses(stack)
+    assert "web: v1 -> v2: health 4/4" in stack.agent.notify.statuses()
 
     good = stack.config_path.read_text()
     stack.config_path.write_text(good.replace("port = 8080", 'port = "eighty"'))
@@ -149,7 +145,7 @@ def test_sigkill_at_each_phase_then_restart_converges(stack, point, registry, do
     with LoadClient(stack.caddy.port) as load:
         time.sleep(1)
         stack.agent.echo(tag)
-        wait_until(lambda: any(s.startswith(trigger) for s in statuses(stack)), 60, trigger)
+        wait_until(lambda: any(s.startswith(trigger) for s in stack.agent.notify.statuses()), 60, trigger)
         stack.agent.kill()
         crashed_in = StateStore(stack.state_dir).load().app("web").phase or "(between phases)"
         time.sleep(0.5)

@@ -11,10 +11,6 @@ from tests.support.net import free_port
 ONLY_DEBIAN_CADDY = pytest.mark.parametrize("caddy_binary", ["caddy2.6"], indirect=True)
 
 
-def statuses(stack) -> list[str]:
-    return [line for line in stack.agent.notify.lines() if line.startswith("STATUS=")]
-
-
 @ONLY_DEBIAN_CADDY
 def test_registry_down_fails_the_deploy_clearly_and_v1_keeps_serving(stack, docker_client, test_images):
     repository = f"127.0.0.1:{free_port()}/zdd-it/web"  # nothing listens there
@@ -38,7 +34,7 @@ def test_a_pull_is_refused_before_it_starts_when_the_disk_is_too_full(stack, reg
     result = stack.deploy("v1")
     assert result.returncode == 1
     assert "refusing to pull" in result.stderr and "below min_free_space 1000.0 TB" in result.stderr
-    assert "pulling" not in " ".join(statuses(stack))
+    assert "pulling" not in " ".join(stack.agent.notify.statuses())
     assert stack.containers() == []
 
 
@@ -50,7 +46,9 @@ def test_caddy_gone_at_the_switch_fails_safely_and_the_agent_recovers_by_itself(
     with LoadClient(stack.caddy.port, slow_workers=1) as load:
         time.sleep(1)
         stack.agent.echo("v2")
-        wait_until(lambda: any("v1 -> v2: health 1/20" in s for s in statuses(stack)), 30, "the health gate")
+        wait_until(
+            lambda: any("v1 -> v2: health 1/20" in s for s in stack.agent.notify.statuses()), 30, "the health gate"
+        )
         down = time.monotonic()
         stack.caddy.stop()  # the site is down: that is the fault itself
         wait_until(lambda: "deploy" in stack.agent.log and "Caddy admin API" in stack.agent.log, 30, "the failure")
@@ -75,7 +73,7 @@ def test_caddy_restarted_during_the_health_gate_the_deploy_completes(stack):
     stack.start()
     assert stack.deploy("v1").returncode == 0
     stack.agent.echo("v2")
-    wait_until(lambda: any("v1 -> v2: health 1/20" in s for s in statuses(stack)), 30, "the health gate")
+    wait_until(lambda: any("v1 -> v2: health 1/20" in s for s in stack.agent.notify.statuses()), 30, "the health gate")
     stack.caddy.restart()
     wait_until(lambda: stack.caddy.get() == (200, "v2"), 30, "v2 served")
     wait_until(lambda: [c.labels["zdd.tag"] for c in stack.containers()] == ["v2"], 30, "v1 removed")

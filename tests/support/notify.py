@@ -30,6 +30,10 @@ class NotifySocket:
     def lines(self) -> list[str]:
         return [line for _, message in list(self.messages) for line in message.splitlines()]
 
+    def statuses(self) -> list[str]:
+        """Every STATUS= the agent sent, in order, without the prefix."""
+        return [line[len("STATUS=") :] for line in self.lines() if line.startswith("STATUS=")]
+
     def wait_for(self, wanted: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
