@@ -114,7 +114,7 @@ class Agent:
             self.stop_requested = True
         self.wake.set()
 
-    # --- start-up ----------------------------------------------------------------------------------
+    # --- converging: at start-up, then every reconcile_interval while idle ------------------------
     def reconcile(self) -> None:
         """Converge every app to one serving container that Caddy routes to (DESIGN.md section 6)."""
         self.runtime.ensure_network()

@@ -143,8 +143,8 @@ class QueueFile:
             log.error("queue: a write of more than %d bytes was refused whole (%s)", MAX_CLAIM_BYTES, claim.path.name)
             claim.offset = os.path.getsize(claim.path)
             return []
-        # Only lines a writer finished; a trailing fragment without newline is complete only once
-        # the writer has closed the file, which is when the claim happened (close event or restart).
+        # Everything read counts, a last line without newline too (`echo -n v2 > queue`): claims follow a
+        # writer's close event, and `echo` writes its line in one write() call.
         claim.offset += len(data)
         claim.claimed_at = time.monotonic()
         now = time.time()
