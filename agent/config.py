@@ -28,6 +28,10 @@ class AppConfig:
     start_timeout: float = 60.0  # from container start until healthy
     drain_timeout: float = 30.0  # longest wait for in-flight requests on the old container
     stop_timeout: float = 10.0  # SIGTERM -> SIGKILL
+    # After the switch the old container stays running, unrouted, this long: if the new one dies or
+    # fails its health check meanwhile, traffic goes back at once, with no pull and no boot.
+    probation: float = 30.0
+    keep_images: int = 3  # images of earlier versions kept after a deploy, besides the live one
     pull: str = "missing"
     min_free_space: int = 1_000_000_000  # bytes free in Docker's data root, or a pull is refused before it starts
     env: Mapping[str, str] = field(default_factory=dict)
@@ -135,6 +139,12 @@ def _positive(value: int) -> int:
     return value
 
 
+def _not_negative(value: int) -> int:
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _repository(value: str) -> str:
     if ":" in value.rpartition("/")[2] or "@" in value:
         raise ValueError(f"{value!r} must be a repository without tag or digest; the queue names the tag")
@@ -218,6 +228,8 @@ def _app(name: str, table: Mapping[str, Any], problems: list[str]) -> AppConfig 
         start_timeout=r.duration("start_timeout", d.start_timeout),
         drain_timeout=r.duration("drain_timeout", d.drain_timeout),
         stop_timeout=r.duration("stop_timeout", d.stop_timeout),
+        probation=r.duration("probation", d.probation),
+        keep_images=r.get("keep_images", int, d.keep_images, _not_negative),
         pull=r.get("pull", str, d.pull, _pull),
         min_free_space=r.get("min_free_space", object, d.min_free_space, parse_size),
         env=r.get("env", dict, {}, _string_map),

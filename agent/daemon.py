@@ -94,7 +94,7 @@ class Agent:
         if app is None:
             self.notifier.stopping(f"stopping; {self.idle_status()}")
             return
-        bound = app.start_timeout + app.drain_timeout + app.stop_timeout + 30
+        bound = app.start_timeout + app.drain_timeout + app.probation + app.stop_timeout + 30
         self.notifier.stopping(f"stopping after the deploy of {app.name} in progress", extend_usec=int(bound * 1e6))
         log.log(NOTICE, "%s: stop requested; finishing the deploy in progress first (at most %.0fs)", app.name, bound)
 
@@ -148,7 +148,7 @@ class Agent:
             log.warning("%s", note)
         deploy_id = app_state.phase_data.get("deploy", "")
         if plan.drain_and_stop and plan.current:
-            self.swap.finish(app, plan.current, plan.drain_and_stop, deploy_id)
+            self.swap.finish(app, plan.current, plan.drain_and_stop, deploy_id, plan.probation_until)
         else:
             self.router.ensure_route(app, [plan.current.address] if plan.current else [], routed)
         for found in plan.remove:
@@ -174,6 +174,10 @@ class Agent:
             settled = True
             if entry.deploy_id == deploy_id and interrupted == "after-switch":
                 entry.result, entry.reason, entry.ended_at = "succeeded", "finished after an agent restart", time.time()
+            elif entry.deploy_id == deploy_id and interrupted == "rolled-back":
+                entry.result, entry.ended_at = "failed", time.time()
+                entry.reason = "the new container died after the switch; the previous version serves again"
+                self.last_failure = f"{app}: {entry.tag}: {entry.reason}"
             elif entry.attempts < 1:
                 entry.result, entry.attempts = "queued", entry.attempts + 1
                 log.warning("%s: deploy %s of %s was interrupted; retrying it once", app, entry.deploy_id, entry.tag)

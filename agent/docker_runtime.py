@@ -161,10 +161,15 @@ class DockerRuntime:
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
             raise _unavailable(err) from None
         state = container.attrs["State"]
-        if state.get("Running") and not state.get("Restarting"):
+        # Its restart policy brings a crashed container back within moments: a restart counts as a crash.
+        restarts = container.attrs.get("RestartCount", 0)
+        if state.get("Running") and not state.get("Restarting") and not restarts:
             return None
         last_lines = container.logs(tail=3).decode(errors="replace").strip().replace("\n", " | ")
-        reason = f"exited with code {state.get('ExitCode')}"
+        if state.get("Running") and not state.get("Restarting"):
+            reason = f"crashed and was restarted by Docker ({restarts} time(s))"  # its exit code is gone by now
+        else:
+            reason = f"exited with code {state.get('ExitCode')}"
         if state.get("OOMKilled"):
             reason += " (out of memory)"
         return f"{reason}; last output: {last_lines}" if last_lines else reason

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from .state import AppState, Running
 
-AFTER_SWITCH = ("draining", "stopping")
+AFTER_SWITCH = ("draining", "probation", "stopping")
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,11 @@ class Found:
 class Plan:
     current: Running | None  # serves once the plan is carried out
     drain_and_stop: Running | None = None  # the old side of a deploy that had switched
+    probation_until: float | None = None  # it had drained and was in probation until then (epoch seconds)
     remove: list[Found] = field(default_factory=list)  # never went live, or leaked
-    interrupted: str = ""  # "", "before-switch" (the deploy is retried) or "after-switch" (it is finished)
+    # "", "before-switch" (the deploy is retried), "after-switch" (it is finished) or "rolled-back" (the
+    # new container died in probation: the old one serves again and the deploy failed)
+    interrupted: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -60,13 +63,22 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
             old = None  # drained and sent SIGTERM before the crash: removing it is all that is left
         keep = {new_id, old.container_id if old else ""}
         notes.append(f"{app}: finishing the interrupted deploy of {live.tag} (it had switched)")
+        until = state.phase_data.get("until", "") if state.phase == "probation" else ""
         return Plan(
             current=live,
             drain_and_stop=old,
+            probation_until=float(until) if until else None,
             remove=[c for c in containers if c.id not in keep],
             interrupted="after-switch",
             notes=notes,
         )
+    if state.phase in ("draining", "probation") and current and current.container_id != new_id:
+        # The new version went live and then died while the old one still ran: the old one serves again,
+        # and a version that died in service is not retried.
+        notes.append(f"{app}: the new container died after the switch ({state.phase}); {current.tag} serves again")
+        keep = current.container_id
+        remove = [c for c in containers if c.id != keep]
+        return Plan(current=current, remove=remove, interrupted="rolled-back", notes=notes)
 
     keep = current.container_id if current else ""
     found = by_id.get(keep)

@@ -1,7 +1,8 @@
 """The zero-downtime swap of one app, in the order of DESIGN.md section 2.
 
 pull -> start beside the old -> health gate -> switch (Caddy: [new, old], lb_policy first)
--> measured drain of the old -> route [new] only -> stop and remove the old.
+-> measured drain of the old -> route [new] only -> probation (the old stays running, unrouted, and
+takes the traffic back if the new one dies or turns unhealthy) -> stop and remove the old.
 
 This module imports no SDK: Docker, Caddy, HTTP probes, the clock and the phase journal come in as
 the small Protocols below, so the order of steps and every failure path can be tested over fakes.
@@ -17,7 +18,7 @@ from .config import AppConfig
 from .errors import PermanentError, TemporaryError, ZddError
 from .reference import ImageRef
 from .state import Running
-from .units import format_duration, format_size
+from .units import format_size, human_duration
 
 log = logging.getLogger("zdd.swap")
 T = TypeVar("T")
@@ -128,25 +129,85 @@ class Swap:
         self._after_switch(app, new, current, deploy_id)
         return Outcome(new, changed=True)
 
-    def finish(self, app: AppConfig, new: Running, old: Running | None, deploy_id: str) -> None:
+    def finish(
+        self, app: AppConfig, new: Running, old: Running | None, deploy_id: str, probation_until: float | None = None
+    ) -> None:
         """How a restarted agent completes a deploy that had switched before it died: route as the
-        switch did, then everything after it."""
-        self.router.route(app, [new.address, old.address] if old else [new.address])
-        self._after_switch(app, new, old, deploy_id)
+        switch did, then everything after it. Died in probation: the old one is drained already, so
+        only the rest of the probation and the stop remain."""
+        if probation_until is None:
+            self.router.route(app, [new.address, old.address] if old else [new.address])
+        else:
+            self.router.route(app, [new.address])
+        self._after_switch(app, new, old, deploy_id, probation_until)
 
-    def _after_switch(self, app: AppConfig, new: Running, old: Running | None, deploy_id: str) -> None:
-        """Drain the old container, route only the new one, stop and remove the old."""
+    def _after_switch(
+        self, app: AppConfig, new: Running, old: Running | None, deploy_id: str, probation_until: float | None = None
+    ) -> None:
+        """Drain the old container, route only the new one, keep the old through the probation, then
+        stop and remove it."""
         if old is None:
             return
         what = f"{app.name}: {old.tag} -> {new.tag}"
-        self.journal.enter(app.name, "draining", deploy=deploy_id, **phase_data(new, old))
-        self._drain(app, old, what)
-        self.router.route(app, [new.address])
+        if probation_until is None:
+            self.journal.enter(app.name, "draining", deploy=deploy_id, **phase_data(new, old))
+            self._drain(app, old, what)
+            self.router.route(app, [new.address])
+            probation_until = self.clock.time() + app.probation
+        self._probation(app, new, old, deploy_id, probation_until, what)
         self.journal.enter(app.name, "stopping", deploy=deploy_id, **phase_data(new, old))
         self.status(f"{what}: stopping {old.tag}")
         self._ticking(lambda: self.runtime.stop(old.container_id, app.stop_timeout), app.stop_timeout)
         self._ticking(lambda: self.runtime.remove(old.container_id), 0)
         log.info("%s: stopped and removed %s", what, old.container_name)
+
+    def _probation(self, app: AppConfig, new: Running, old: Running, deploy_id: str, until: float, what: str) -> None:
+        """Watch the new container while the old one waits, running and unrouted. A failure here routes
+        back to the old one and raises; the deploy is then recorded as failed."""
+        if self.clock.time() >= until:
+            return
+        self.journal.enter(app.name, "probation", deploy=deploy_id, until=f"{until:.3f}", **phase_data(new, old))
+        self.status(f"{what}: probation ({old.tag} kept ready for {human_duration(until - self.clock.time())})")
+        log.info(
+            "%s: probation: %s stays running, unrouted, for %s",
+            what,
+            old.container_name,
+            human_duration(until - self.clock.time()),
+        )
+        started = self.clock.monotonic()
+        failed, url = 0, f"http://{new.address}{app.health_path}"
+        while self.clock.time() < until:
+            try:
+                exited = self.runtime.exit_reason(new.container_id)
+            except TemporaryError as err:
+                # Docker cannot say; the health check below still can.
+                log.warning("%s: probation: cannot inspect %s (%s)", what, new.container_name, err)
+                exited = None
+            if exited:
+                self._roll_back(app, new, old, what, f"container {new.container_name} {exited}", started)
+            failure = self.prober.check(new.address, app.health_path, app.health_timeout)
+            failed = failed + 1 if failure else 0
+            if failed >= app.health_successes:
+                reason = f"health check {url} failed {failed} times in a row (last: {failure})"
+                self._roll_back(app, new, old, what, reason, started)
+            self.tick()
+            self.clock.sleep(app.health_interval)
+        log.info("%s: probation passed; %s has served for %s", what, new.tag, human_duration(app.probation))
+
+    def _roll_back(self, app: AppConfig, new: Running, old: Running, what: str, reason: str, started: float) -> None:
+        after = f"{self.clock.monotonic() - started:.1f}s into its probation of {human_duration(app.probation)}"
+        log.error("%s: %s: %s; routing back to %s", what, after, reason, old.tag)
+        self.status(f"{what}: rolling back to {old.tag}")
+        try:
+            self.router.route(app, [old.address])
+        except ZddError as err:
+            # The snippet file already names the old container: Caddy routes there once it is back.
+            log.warning("%s: Caddy did not take the route back to %s yet (%s)", what, old.tag, err)
+        self._ticking(lambda: self.runtime.stop(new.container_id, app.stop_timeout), app.stop_timeout)
+        self._ticking(lambda: self.runtime.remove(new.container_id), 0)
+        raise PermanentError(
+            f"{what}: failed {after}: {reason}; traffic is back on {old.tag} and {new.container_name} is removed"
+        )
 
     def _ticking(self, call: Callable[[], T], expected: float) -> T:
         """Run a blocking adapter call in a thread and keep ticking while it runs, but only for as long
@@ -211,7 +272,7 @@ class Swap:
             if self.clock.monotonic() >= deadline:
                 raise PermanentError(
                     f"{what}: health check {url} did not pass {app.health_successes} times in a row within "
-                    f"{format_duration(app.start_timeout)} ({probes} probes; last: {last})"
+                    f"{human_duration(app.start_timeout)} ({probes} probes; last: {last})"
                 )
             self.tick()
             self.clock.sleep(app.health_interval)
@@ -257,7 +318,7 @@ class Swap:
                 log.warning(
                     "%s: drain timeout %s reached with %s request(s) still in flight on %s; stopping it",
                     what,
-                    format_duration(app.drain_timeout),
+                    human_duration(app.drain_timeout),
                     in_flight,
                     old.container_name,
                 )

@@ -30,6 +30,17 @@ def format_duration(seconds: float) -> str:
     return f"{max(0, round(seconds * 1000))}ms"
 
 
+def human_duration(seconds: float) -> str:
+    """For log lines and errors: "250ms", "1.5s", "30s", "2m", "2m30s"."""
+    ms = max(0, round(seconds * 1000))
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{round(ms / 1000, 1):g}s"
+    minutes, rest = divmod(round(ms / 1000), 60)
+    return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+
+
 _SIZE_UNITS = {
     "": 1,
     "b": 1,

@@ -58,6 +58,7 @@ def test_images(docker_client):
         ("crash", "crash"),
         ("ws1", "ws"),
         ("ws2", "ws"),
+        ("dies", "dies"),
     ):
         built[tag] = images.build(docker_client, tag, variant)
     built["fat2"] = images.build(docker_client, "fat2", padding_mb=100)  # pulling it takes a while
@@ -98,6 +99,9 @@ class Stack:
             "start_timeout": "20s",
             "drain_timeout": "20s",
             "stop_timeout": "5s",
+            "probation": "0s",  # its own tests set it; the others keep their timing
+            # Pruning would untag the images the other tests share; its own test uses a repository of its own.
+            "keep_images": 1000,
         }
         app.update(app_keys)
         write_config(

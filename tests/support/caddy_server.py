@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from .net import free_port, http_get, wait_for_port
@@ -74,6 +75,12 @@ class CaddyServer:
 
     def get(self, path: str = "/") -> tuple[int, str]:
         return http_get(self.port, path)
+
+    def routed(self) -> set[str]:
+        """The upstream addresses Caddy's running config proxies to, from its admin API."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://{self.admin}/reverse_proxy/upstreams", timeout=5) as response:
+            return {upstream["address"] for upstream in json.loads(response.read())}
 
     def version(self) -> str:
         out = subprocess.run([self.binary, "version"], capture_output=True, text=True, check=True).stdout

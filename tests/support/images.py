@@ -13,6 +13,7 @@ import docker
 
 REPOSITORY = "zdd-it/web"
 SLOW_SECONDS = 1.5
+DIES_AFTER = 6  # seconds the "dies" variant serves before it exits
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static: no libraries needed in the image
 
 # Handles SIGTERM like a well-behaved server: keeps serving for a moment, then exits.
@@ -47,6 +48,11 @@ VARIANTS = {
     "sick": (["httpd", "-f", "-p", "8080", "-h", "/www"], False),  # /up answers 404
     "crash": (["/bin/sh", "-c", "echo 'fatal: cannot open database' >&2; exit 1"], True),
     "ws": (["nc", "-ll", "-p", "8080", "-e", "/app/ws.sh"], True),
+    # Healthy at first, then dies: for the probation. (Its restart policy brings it back, to die again.)
+    "dies": (
+        ["/bin/sh", "-c", f"httpd -p 8080 -h /www; sleep {DIES_AFTER}; echo 'fatal: lost the database' >&2; exit 3"],
+        True,
+    ),
 }
 
 

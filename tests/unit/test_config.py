@@ -7,7 +7,7 @@ import pytest
 
 from zdd.config import load_config, parse_config
 from zdd.errors import ConfigError
-from zdd.units import format_duration, parse_duration, parse_size
+from zdd.units import format_duration, human_duration, parse_duration, parse_size
 
 MINIMAL = """
 state_dir = "/var/lib/zdd"
@@ -54,9 +54,12 @@ def test_durations_and_optional_keys():
             volumes=["/srv/data:/data:ro"],
             pull="always",
             command=["httpd", "-f"],
+            probation="0s",
+            keep_images=0,
         )
     ).apps["web"]
     assert (app.health_interval, app.start_timeout, app.drain_timeout, app.stop_timeout) == (0.25, 120, 5, 1.5)
+    assert (app.probation, app.keep_images) == (0, 0)
     assert app.env == {"A": "1", "B": "2"} and app.volumes == ("/srv/data:/data:ro",) and app.pull == "always"
 
 
@@ -71,6 +74,9 @@ def test_durations_and_optional_keys():
         ({"drain_timeout": "-3s"}, "apps.web.drain_timeout: expected a duration like"),
         ({"health_interval": "0s"}, "apps.web.health_interval: must be more than 0"),
         ({"health_successes": 0}, "apps.web.health_successes: must be at least 1"),
+        ({"probation": "a while"}, "apps.web.probation: expected a duration like"),
+        ({"keep_images": -1}, "apps.web.keep_images: must be 0 or more, got -1"),
+        ({"keep_images": "3"}, "apps.web.keep_images: expected an integer, got a string"),
         ({"health_path": "up"}, "apps.web.health_path: 'up' must be a URL path starting with /"),
         ({"pull": "sometimes"}, "apps.web.pull: 'sometimes' is not one of missing, always, never"),
         ({"image": "registry.example.com/acme/web:v1"}, "must be a repository without tag or digest"),
@@ -168,3 +174,10 @@ def test_parse_size_refuses(text):
 
 def test_format_duration():
     assert format_duration(30) == "30000ms" and format_duration(0.25) == "250ms"
+
+
+@pytest.mark.parametrize(
+    "seconds, text", [(0.25, "250ms"), (1, "1s"), (1.5, "1.5s"), (30, "30s"), (120, "2m"), (150, "2m30s"), (-1, "0ms")]
+)
+def test_human_duration(seconds, text):
+    assert human_duration(seconds) == text

@@ -69,10 +69,23 @@ def test_crash_while_stopping_after_old_was_removed():
     assert p.current.container_id == "c2" and p.drain_and_stop is None and p.interrupted == "after-switch"
 
 
-def test_new_container_dead_after_switch_falls_back_to_old():
+def test_new_container_dead_after_switch_falls_back_to_old_and_is_not_retried():
     dead = Found("c2", "zdd-web-2", False, "")
-    p = plan("draining", [OLD_FOUND, dead])
-    assert p.current == OLD and p.remove == [dead]
+    for phase in ("draining", "probation"):
+        p = plan(phase, [OLD_FOUND, dead])
+        assert p.current == OLD and p.remove == [dead] and p.interrupted == "rolled-back", phase
+    p = plan("probation", [OLD_FOUND])  # removed by hand, or by the agent's own roll-back before it died
+    assert p.current == OLD and p.remove == [] and p.interrupted == "rolled-back"
+
+
+def test_crash_in_probation_finishes_the_probation_then_stops_the_old():
+    p = plan("probation", [OLD_FOUND, NEW_FOUND], data={**NEW_DATA, "until": "1234.5"})
+    assert p.current.container_id == "c2" and p.drain_and_stop == OLD and p.probation_until == 1234.5
+    assert p.interrupted == "after-switch" and p.remove == []
+
+
+def test_crash_while_draining_has_no_probation_deadline_yet():
+    assert plan("draining", [OLD_FOUND, NEW_FOUND]).probation_until is None
 
 
 def test_current_container_gone_is_noted():

@@ -1,5 +1,7 @@
 """The swap's order of steps and every failure path, over in-memory fakes."""
 
+from dataclasses import replace
+
 import pytest
 
 from tests.support.fakes import FakeClock, FakeJournal, FakeProber, FakeRouter, FakeRuntime, collapse
@@ -17,6 +19,7 @@ APP = AppConfig(
     start_timeout=5.0,
     drain_timeout=3.0,
     stop_timeout=7.0,
+    probation=0.0,  # the probation has its own tests below
 )
 V1 = Running(
     tag="v1",
@@ -149,7 +152,7 @@ def test_unhealthy_new_version_is_removed_and_old_never_touched(world):
         world["swap"].deploy(APP, ref("v2"), V1, "d1")
     message = str(failure.value)
     assert "web: v1 -> v2: health check http://10.0.0.2:8080/up did not pass 2 times in a row" in message
-    assert "last: HTTP 500" in message and "within 5000ms" in message
+    assert "last: HTTP 500" in message and "within 5s" in message
     assert world["runtime"].removed == ["c2"]
     assert not any(e.startswith(("route", "stop")) for e in world["log"])
 
@@ -207,3 +210,83 @@ def test_finish_after_a_restart_routes_both_then_drains_and_stops_the_old(world)
 def test_phases_are_journaled_before_each_step(world):
     world["swap"].deploy(APP, ref("v2"), V1, "d1")
     assert world["journal"].phases == ["pulling", "starting", "started", "switching", "draining", "stopping"]
+
+
+# --- probation ------------------------------------------------------------------------------------
+ON_PROBATION = replace(APP, probation=2.0, health_interval=0.5)
+
+
+def test_probation_keeps_the_old_running_unrouted_then_stops_it(world):
+    world["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
+    log = [e for e in collapse(world["log"]) if not e.startswith("probe")]
+    assert log[log.index("phase draining") :] == [
+        "phase draining",
+        "route 10.0.0.2:8080",
+        "phase probation",
+        "phase stopping",
+        "stop c1 timeout=7",
+        "remove c1",
+    ]
+    probes_after_switch = world["log"][world["log"].index("phase probation") :].count("probe 10.0.0.2:8080/up -> ok")
+    assert probes_after_switch == 4  # 2 s of probation, a probe every 0.5 s
+    assert any(s.startswith("web: v1 -> v2: probation (v1 kept ready for 2s") for s in world["statuses"])
+
+
+def test_a_crash_in_probation_routes_back_to_the_old_and_removes_the_new(world):
+    world["runtime"].exits_after_probes = 3  # healthy through the gate (2 checks), dies after the switch
+    with pytest.raises(PermanentError) as failure:
+        world["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
+    message = str(failure.value)
+    assert message.startswith("web: v1 -> v2: failed 0.5s into its probation of 2s: container zdd-web-d1 exited")
+    assert message.endswith("exited with code 1; traffic is back on v1 and zdd-web-d1 is removed")
+    assert world["router"].routes[-1] == ["10.0.0.1:8080"]
+    assert world["log"][-3:] == ["route 10.0.0.1:8080", "stop c2 timeout=7", "remove c2"]
+    assert "stop c1 timeout=7" not in world["log"]  # the old one never stopped: no pull, no boot to go back
+
+
+def test_an_unhealthy_new_version_in_probation_is_rolled_back_after_consecutive_failures(world):
+    world["prober"].results = [None, None, "HTTP 500", None, "HTTP 500", "HTTP 503"]
+    failed = r"health check http://10.0.0.2:8080/up failed 2 times in a row \(last: HTTP 503\)"
+    with pytest.raises(PermanentError, match=failed):
+        world["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
+    assert world["router"].routes[-1] == ["10.0.0.1:8080"] and world["runtime"].removed == ["c2"]
+
+
+def test_the_old_route_is_kept_on_disk_when_caddy_refuses_the_route_back(world):
+    world["runtime"].exits_after_probes = 3
+    routes_before = len(world["router"].routes)
+
+    def fail_after_switch(now):
+        if len(world["router"].routes) == routes_before + 2 and world["router"].fail_route is None:
+            world["router"].fail_route = TemporaryError("Caddy admin API unreachable")
+
+    world["clock"].on_sleep = fail_after_switch
+    with pytest.raises(PermanentError, match="traffic is back on v1"):
+        world["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
+    assert "route 10.0.0.1:8080" in world["log"] and world["runtime"].removed == ["c2"]
+
+
+def test_no_probation_for_a_first_deploy(world):
+    world["runtime"].exits_after_probes = 3
+    outcome = world["swap"].deploy(ON_PROBATION, ref("v2"), None, "d1")
+    assert outcome.changed and "phase probation" not in world["log"]
+
+
+def test_finish_in_probation_routes_only_the_new_and_watches_until_the_saved_deadline(world):
+    new = Running(
+        tag="v2",
+        reference="r:v2",
+        image_id="i2",
+        container_id="c2",
+        container_name="zdd-web-2",
+        address="10.0.0.2:8080",
+        since=0.0,
+    )
+    until = world["clock"].time() + 1.0
+    world["swap"].finish(ON_PROBATION, new, V1, "d1", probation_until=until)
+    assert [e for e in world["log"] if not e.startswith(("phase", "probe"))] == [
+        "route 10.0.0.2:8080",
+        "stop c1 timeout=7",
+        "remove c1",
+    ]
+    assert world["log"].count("probe 10.0.0.2:8080/up -> ok") == 2
