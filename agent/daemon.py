@@ -17,6 +17,7 @@ from .health import HttpProber
 from .host import reload_safety_problem
 from .lock import StateLock
 from .logcontext import deploy_context
+from .prune import images_to_prune, kept_images
 from .queue import QueueFile, QueueWatcher, RequestDrop
 from .reconcile import plan_app
 from .reference import parse_reference, parse_request
@@ -268,8 +269,37 @@ class Agent:
                 app_state.current = outcome.running
             finally:
                 self.deploying = None
-        entry.ended_at = time.time()
-        app_state.phase, app_state.phase_data = "", {}
+            entry.ended_at = time.time()
+            app_state.phase, app_state.phase_data = "", {}
+            self.store.save(self.state)
+            if entry.result == "succeeded":
+                self.prune_images(app)
+
+    def prune_images(self, app: AppConfig) -> None:
+        """Remove the images of this app's versions older than its keep_images, never one that is live
+        (for any app) or that `zdd rollback` needs. A failure here is logged and never fails a deploy."""
+        kept = {a.current.image_id for a in self.state.apps.values() if a.current}
+        for name, config in self.config.apps.items():
+            app_state = self.state.app(name)
+            live = app_state.current.image_id if app_state.current else ""
+            kept |= kept_images(name, self.state.history, live, app_state.previous_reference, config.keep_images)
+        for image in images_to_prune(app.name, self.state.history, kept):
+            try:
+                outcome = self.runtime.remove_image(image.reference, image.image_id)
+            except ZddError as err:
+                log.warning(
+                    "%s: could not prune image %s (%s); will retry after the next deploy",
+                    app.name,
+                    image.reference,
+                    err,
+                )
+                break
+            log.info("%s: pruning image %s (%s): %s", app.name, image.reference, image.image_id[:19], outcome)
+            if not outcome.startswith("kept"):
+                for entry in self.state.history:
+                    if (entry.reference, entry.image_id) == (image.reference, image.image_id):
+                        entry.image_pruned = True
+            self.tick()
         self.store.save(self.state)
 
     def _reconcile_after_error(self, app: AppConfig) -> None:

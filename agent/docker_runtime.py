@@ -104,6 +104,33 @@ class DockerRuntime:
         except requests.exceptions.ConnectionError as err:
             raise _unavailable(err) from None
 
+    def remove_image(self, reference: str, image_id: str) -> str:
+        """Remove the name zdd deployed an image by ("removed"), only while it still means that image;
+        Docker deletes the image with its last name. Returns what happened, for the log."""
+        try:
+            try:
+                named = self.client.images.get(reference)
+            except docker.errors.ImageNotFound:
+                named = None
+            if named is not None and named.id == image_id:
+                self.client.images.remove(reference)
+                return "removed"
+            # The name is gone or was moved to another image (a tag pushed again): the old image is
+            # zdd's to delete only if nothing names it any more.
+            image = self.client.images.get(image_id)
+            if image.tags:
+                return f"kept: still named {', '.join(image.tags)}"
+            self.client.images.remove(image_id)
+            return "removed"
+        except docker.errors.ImageNotFound:
+            return "gone"
+        except docker.errors.APIError as err:
+            if err.status_code == 409:  # a container, zdd's or anyone's, still uses it
+                return f"kept: {err.explanation or err}"
+            raise _unavailable(err) from None
+        except requests.exceptions.ConnectionError as err:
+            raise _unavailable(err) from None
+
     # --- containers -----------------------------------------------------------------------------
     def ensure_network(self) -> None:
         try:

@@ -53,6 +53,7 @@ class HistoryEntry:
     from_tag: str = ""
     requested_by: int = -1  # uid of the queue file's writer, when known
     attempts: int = 0  # starts interrupted by a crash; retried once
+    image_pruned: bool = False  # its image was removed (or found gone) after later deploys
 
 
 @dataclass

@@ -93,7 +93,9 @@ def zdd_stack(client, caddy_binary: str, workdir: Path, network: str) -> Iterato
     state = workdir / "state"
     state.mkdir()
     caddy = CaddyServer(caddy_binary, workdir, state / "caddy" / "web.caddy")
-    app = {"image": images.REPOSITORY, "port": 8080, "health_path": "/up"}
+    # No probation: the recipe has none, and "done" would otherwise include the 30 s the old container
+    # waits, unrouted, after zdd has finished everything the recipe does.
+    app = {"image": images.REPOSITORY, "port": 8080, "health_path": "/up", "probation": "0s"}
     config = write_config(workdir / "zdd.toml", state, caddy.admin, caddy.caddyfile, network, {"web": app})
     agent = AgentProcess(config, state, workdir)
     agent.start(wait_ready=False)

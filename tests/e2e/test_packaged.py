@@ -48,6 +48,7 @@ health_path = "/up"
 pull = "never"          # images are built on this server; no registry is reachable
 drain_timeout = "20s"
 stop_timeout = "5s"
+probation = "2s"
 """
 
 
