@@ -19,7 +19,7 @@ from .lock import StateLock
 from .logcontext import deploy_context
 from .prune import images_to_prune, kept_images
 from .queue import QueueFile, QueueWatcher, RequestDrop
-from .reconcile import plan_app
+from .reconcile import AFTER_SWITCH, plan_app
 from .reference import parse_reference, parse_request
 from .state import HistoryEntry, State, StateStore
 from .swap import Swap
@@ -174,7 +174,7 @@ class Agent:
                 continue
             settled = True
             if entry.deploy_id == deploy_id and interrupted == "after-switch":
-                entry.result, entry.reason, entry.ended_at = "succeeded", "finished after an agent restart", time.time()
+                entry.result, entry.reason, entry.ended_at = "succeeded", "finished after an interruption", time.time()
             elif entry.deploy_id == deploy_id and interrupted == "rolled-back":
                 entry.result, entry.ended_at = "failed", time.time()
                 entry.reason = "the new container died after the switch; the previous version serves again"
@@ -247,6 +247,9 @@ class Agent:
             try:
                 ref = parse_reference(entry.reference, app.image)
                 outcome = self.swap.deploy(app, ref, current, entry.deploy_id)
+            except TemporaryError as err:
+                if self._after_temporary_failure(app, entry, err, what):
+                    return
             except ZddError as err:
                 entry.result, entry.reason = "failed", str(err)
                 self.last_failure = f"{what}: {err}"
@@ -274,6 +277,27 @@ class Agent:
             self.store.save(self.state)
             if entry.result == "succeeded":
                 self.prune_images(app)
+
+    def _after_temporary_failure(self, app: AppConfig, entry: HistoryEntry, err: TemporaryError, what: str) -> bool:
+        """dockerd, Caddy or the registry did not answer. The agent converges first (waiting until they
+        answer), then: a deploy that had switched is finished, one that had not is tried once more.
+        True when the deploy is left to reconciliation, with its phase journal intact."""
+        self.converged = False
+        app_state = self.state.app(app.name)
+        if app_state.phase in AFTER_SWITCH:
+            log.warning("%s: deploy %s: %s; it is live, the rest follows once that answers", what, entry.deploy_id, err)
+            self.store.save(self.state)
+            return True
+        if entry.attempts < 1:
+            entry.result, entry.reason, entry.attempts = "queued", str(err), entry.attempts + 1
+            log.warning("%s: deploy %s: %s; trying it once more once that answers", what, entry.deploy_id, err)
+            app_state.phase, app_state.phase_data = "", {}
+            self.store.save(self.state)
+            return True
+        entry.result, entry.reason = "failed", str(err)
+        self.last_failure = f"{what}: {err}"
+        log.error("%s: deploy %s failed (after one retry): %s", what, entry.deploy_id, err)
+        return False
 
     def prune_images(self, app: AppConfig) -> None:
         """Remove the images of this app's versions older than its keep_images, never one that is live

@@ -192,7 +192,10 @@ class DockerRuntime:
         restarts = container.attrs.get("RestartCount", 0)
         if state.get("Running") and not state.get("Restarting") and not restarts:
             return None
-        last_lines = container.logs(tail=3).decode(errors="replace").strip().replace("\n", " | ")
+        try:
+            last_lines = container.logs(tail=3).decode(errors="replace").strip().replace("\n", " | ")
+        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+            raise _unavailable(err) from None  # stopped by a dockerd that is going away, most likely
         if state.get("Running") and not state.get("Restarting"):
             reason = f"crashed and was restarted by Docker ({restarts} time(s))"  # its exit code is gone by now
         else:

@@ -57,8 +57,11 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
     new = by_id.get(new_id)
     switched = state.phase in AFTER_SWITCH or (state.phase == "switching" and new is not None and new.address in routed)
     if state.phase and new and new.running and switched:
-        live = _running_from_phase(state.phase_data, now)
+        # Addresses as Docker reports them now: a dockerd restart may have moved either container.
+        live = _following(app, _running_from_phase(state.phase_data, now), new, notes)
         old = current if current and current.container_id != new_id else None
+        if old:
+            old = _following(app, old, by_id[old.container_id], notes)
         if state.phase == "stopping":
             old = None  # drained and sent SIGTERM before the crash: removing it is all that is left
         keep = {new_id, old.container_id if old else ""}
@@ -81,13 +84,19 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
         return Plan(current=current, remove=remove, interrupted="rolled-back", notes=notes)
 
     keep = current.container_id if current else ""
-    found = by_id.get(keep)
-    if current and found and found.address and found.address != current.address:
-        # dockerd restarted the container (restart policy) on another IP: Caddy must follow it.
-        notes.append(f"{app}: {current.tag} moved from {current.address} to {found.address}")
-        current = replace(current, address=found.address)
+    if current:
+        current = _following(app, current, by_id[keep], notes)
     remove = [c for c in containers if c.id != keep]
     interrupted = "before-switch" if state.phase else ""
     if interrupted:
         notes.append(f"{app}: an interrupted deploy ({state.phase}) never went live; removing what it started")
     return Plan(current=current, remove=remove, interrupted=interrupted, notes=notes)
+
+
+def _following(app: str, running: Running, found: Found, notes: list[str]) -> Running:
+    """dockerd restarted the container (restart policy, or its own restart) on another IP: Caddy must
+    follow it."""
+    if not found.address or found.address == running.address:
+        return running
+    notes.append(f"{app}: {running.tag} moved from {running.address} to {found.address}")
+    return replace(running, address=found.address)

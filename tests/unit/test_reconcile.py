@@ -97,3 +97,11 @@ def test_a_container_restarted_on_another_ip_is_followed():
     moved = Found("c1", "zdd-web-1", True, "10.0.0.9:8080")
     p = plan("", [moved], data={})
     assert p.current.address == "10.0.0.9:8080" and p.current.container_id == "c1" and "moved" in p.notes[0]
+
+
+def test_a_deploy_finished_after_a_dockerd_restart_follows_both_containers_to_their_new_addresses():
+    moved_new = Found("c2", "zdd-web-2", True, "10.0.0.7:8080")
+    moved_old = Found("c1", "zdd-web-1", True, "10.0.0.8:8080")
+    p = plan("draining", [moved_old, moved_new])
+    assert p.current.address == "10.0.0.7:8080" and p.drain_and_stop.address == "10.0.0.8:8080"
+    assert "web: v2 moved from 10.0.0.2:8080 to 10.0.0.7:8080" in p.notes
