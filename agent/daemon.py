@@ -69,6 +69,7 @@ class Agent:
             StateJournal(self.store, self.state),
             status=self.notifier.status,
             tick=self.tick,
+            stopping=lambda: self.stop_requested,
         )
         self._last_ping = 0.0
         self.deploying: AppConfig | None = None  # the app whose deploy runs now, if any
@@ -95,7 +96,7 @@ class Agent:
         if app is None:
             self.notifier.stopping(f"stopping; {self.idle_status()}")
             return
-        bound = app.start_timeout + app.drain_timeout + app.probation + app.stop_timeout + 30
+        bound = app.start_timeout + app.drain_timeout + app.stop_timeout + 30  # a probation ends at once
         self.notifier.stopping(f"stopping after the deploy of {app.name} in progress", extend_usec=int(bound * 1e6))
         log.log(NOTICE, "%s: stop requested; finishing the deploy in progress first (at most %.0fs)", app.name, bound)
 

@@ -84,11 +84,14 @@ class Swap:
         journal: Journal,
         status: Callable[[str], None] = lambda text: None,
         tick: Callable[[], None] = lambda: None,
+        stopping: Callable[[], bool] = lambda: False,
     ):
         self.runtime, self.router, self.prober, self.clock = runtime, router, prober, clock
         self.journal, self.status = journal, status
         # Called on every poll while a deploy makes progress: the agent pings systemd's watchdog there.
         self.tick = tick
+        # True once the agent was asked to stop: a probation then ends early rather than hold up the stop.
+        self.stopping = stopping
 
     def deploy(self, app: AppConfig, ref: ImageRef, current: Running | None, deploy_id: str) -> Outcome:
         old_tag = current.tag if current else "(none)"
@@ -177,6 +180,9 @@ class Swap:
         started = self.clock.monotonic()
         failed, url = 0, f"http://{new.address}{app.health_path}"
         while self.clock.time() < until:
+            if self.stopping():
+                log.info("%s: probation cut short: zdd is stopping; %s has served without fault", what, new.tag)
+                return
             try:
                 exited = self.runtime.exit_reason(new.container_id)
             except TemporaryError as err:

@@ -290,3 +290,12 @@ def test_finish_in_probation_routes_only_the_new_and_watches_until_the_saved_dea
         "remove c1",
     ]
     assert world["log"].count("probe 10.0.0.2:8080/up -> ok") == 2
+
+
+def test_a_stop_request_ends_the_probation_early_and_stops_the_old(world):
+    asked = []
+    world["swap"].stopping = lambda: bool(asked)
+    world["clock"].on_sleep = lambda now: asked.append(now) if "phase probation" in world["log"] else None
+    world["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
+    probes_in_probation = world["log"][world["log"].index("phase probation") :].count("probe 10.0.0.2:8080/up -> ok")
+    assert probes_in_probation == 1 and world["log"][-2:] == ["stop c1 timeout=7", "remove c1"]
