@@ -162,7 +162,9 @@ class DockerRuntime:
                 environment=env,
                 volumes=list(app.volumes),
                 labels=labels,
-                restart_policy={"Name": "unless-stopped"},
+                # No restart while it is on trial: a crash in the health gate stays a crash, with its
+                # exit code. keep_running() gives it the restart policy once it passed.
+                restart_policy={"Name": "no"},
                 init=True,
                 network=self.network,
                 detach=True,
@@ -179,6 +181,16 @@ class DockerRuntime:
             self.remove(container.id)
             raise PermanentError(f"cannot start container {name}: {getattr(err, 'explanation', None) or err}") from None
         return Container(id=container.id, name=name, address=f"{ip}:{app.port}")
+
+    def keep_running(self, container_id: str) -> None:
+        """From now on dockerd restarts it when it dies, and after dockerd itself restarts."""
+        try:
+            self.client.api.update_container(container_id, restart_policy={"Name": "unless-stopped"})
+        except docker.errors.APIError as err:
+            explanation = err.explanation or err
+            raise PermanentError(f"cannot set the restart policy of {container_id[:12]}: {explanation}") from None
+        except requests.exceptions.ConnectionError as err:
+            raise _unavailable(err) from None
 
     def exit_reason(self, container_id: str) -> str | None:
         try:

@@ -97,8 +97,9 @@ def test_sighup_reloads_a_good_config_and_refuses_a_bad_one(stack):
     stack.configure(health_successes=4)
     stack.agent.signal(signal.SIGHUP)
     wait_until(lambda: "reloaded config" in stack.agent.log, 10, "the reload")
-    lines = stack.agent.notify.lines()
-    assert "RELOADING=1" in lines and lines.count("READY=1") == 2
+    # The datagrams were sent before that log line, but the test's socket reader may not have read them yet.
+    wait_until(lambda: stack.agent.notify.lines().count("READY=1") == 2, 5, "READY=1 after the reload")
+    assert "RELOADING=1" in stack.agent.notify.lines()
     assert stack.deploy("v2").returncode == 0
     assert "web: v1 -> v2: health 4/4" in stack.agent.notify.statuses()
 

@@ -68,6 +68,9 @@ class FakeRuntime:
         self.log.append(f"start {ref.version} as {container.id}")
         return container
 
+    def keep_running(self, container_id: str) -> None:
+        self.log.append(f"keep {container_id} running")
+
     def exit_reason(self, container_id: str) -> str | None:
         self._checks += 1
         if self.exits_after_probes is not None and self._checks > self.exits_after_probes:

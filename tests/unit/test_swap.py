@@ -72,6 +72,7 @@ def test_deploy_runs_the_steps_in_order(world):
         "start v2 as c2",
         "phase started",
         "probe 10.0.0.2:8080/up -> ok",
+        "keep c2 running",
         "phase switching",
         "route 10.0.0.2:8080 10.0.0.1:8080",
         "phase draining",
