@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 
 from tests.support import images
@@ -181,3 +182,11 @@ def registry(tmp_path_factory, docker_client):
     yield f"127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)
+    # What the tests tagged and pulled under this registry's name (100 MB for "fat2") goes with it.
+    for image in docker_client.images.list():
+        for name in image.tags:
+            if name.startswith(f"127.0.0.1:{port}/"):
+                try:
+                    docker_client.images.remove(name)
+                except docker.errors.APIError as err:
+                    print(f"registry teardown: {name} stays: {err}")

@@ -102,3 +102,24 @@ def test_a_container_restarted_on_another_ip_is_followed_by_caddy(stack, docker_
         assert f"moved from {old_ip}:8080 to {new_ip}:8080" in stack.agent.log
     finally:
         squatter.remove(force=True)
+
+
+@ONLY_DEBIAN_CADDY
+def test_caddy_refusing_the_config_fails_the_deploy_and_v1_keeps_serving(stack):
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    good = stack.caddy.caddyfile.read_text()
+    stack.caddy.caddyfile.write_text(good + "\nthis is not a directive {\n")  # an operator's bad edit
+    with LoadClient(stack.caddy.port, slow_workers=1) as load:
+        time.sleep(1)
+        result = stack.deploy("v2")
+        assert result.returncode == 1
+        assert "Caddy admin API POST /load: HTTP 400" in result.stderr, result.stderr
+        assert stack.caddy.get() == (200, "v1") and [c.labels["zdd.tag"] for c in stack.containers()] == ["v1"]
+        stack.caddy.caddyfile.write_text(good)  # fixed: the next deploy goes through
+        assert stack.deploy("v2").returncode == 0
+        stack.caddy.wait_serving("v2")
+        time.sleep(1)
+    assert_no_failures(stack, load)
+    (failed, succeeded) = [e for e in StateStore(stack.state_dir).load().history if e.tag == "v2"]
+    assert failed.result == "failed" and succeeded.result == "succeeded"
