@@ -27,7 +27,11 @@ def main() -> int:
     print("building the example app, versions v1 and v2 (busybox httpd, FROM scratch)")
     for tag in ("v1", "v2"):
         images.build(client, tag)
-    with tempfile.TemporaryDirectory() as tmp, zdd_stack(client, args.caddy, Path(tmp), "zdd-demo") as (caddy, agent):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        zdd_stack(client, args.caddy, Path(tmp), "zdd-demo", probation="3s") as stack,
+    ):
+        caddy, agent = stack
         print(f"\nthe user's Caddyfile ({caddy.caddyfile}):\n{caddy.caddyfile.read_text()}")
         print(f"zdd run is ready; the site {caddy.url} answers: {caddy.get()}")
         print("$ zdd deploy v1 --wait")
