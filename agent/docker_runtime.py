@@ -216,6 +216,14 @@ class DockerRuntime:
             reason += " (out of memory)"
         return f"{reason}; last output: {last_lines}" if last_lines else reason
 
+    def is_running(self, container_id: str) -> bool:
+        try:
+            return bool(self.client.containers.get(container_id).attrs["State"].get("Running"))
+        except docker.errors.NotFound:
+            return False
+        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+            raise _unavailable(err) from None
+
     def stop(self, container_id: str, timeout: float) -> None:
         try:
             container = self.client.containers.get(container_id)

@@ -44,6 +44,7 @@ class Runtime(Protocol):
     def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container: ...
     def keep_running(self, container_id: str) -> None: ...
     def exit_reason(self, container_id: str) -> str | None: ...
+    def is_running(self, container_id: str) -> bool: ...
     def stop(self, container_id: str, timeout: float) -> None: ...
     def remove(self, container_id: str) -> None: ...
 
@@ -191,16 +192,30 @@ class Swap:
                 # Docker cannot say; the health check below still can.
                 log.warning("%s: probation: cannot inspect %s (%s)", what, new.container_name, err)
                 exited = None
-            if exited:
-                self._roll_back(app, new, old, what, f"container {new.container_name} {exited}", started)
-            failure = self.prober.check(new.address, app.health_path, app.health_timeout)
-            failed = failed + 1 if failure else 0
-            if failed >= app.health_successes:
-                reason = f"health check {url} failed {failed} times in a row (last: {failure})"
+            reason = f"container {new.container_name} {exited}" if exited else ""
+            if not reason:
+                failure = self.prober.check(new.address, app.health_path, app.health_timeout)
+                failed = failed + 1 if failure else 0
+                if failed >= app.health_successes:
+                    reason = f"health check {url} failed {failed} times in a row (last: {failure})"
+            if reason and self._old_is_gone(new, old, what, reason):
+                return
+            if reason:
                 self._roll_back(app, new, old, what, reason, started)
             self.tick()
             self.clock.sleep(app.health_interval)
         log.info("%s: probation passed; %s has served for %s", what, new.tag, human_duration(app.probation))
+
+    def _old_is_gone(self, new: Running, old: Running, what: str, reason: str) -> bool:
+        """Going back needs the old container running; if it is not, the new one stays (Docker's restart
+        policy is all that is left to it) and the probation ends."""
+        try:
+            if self.runtime.is_running(old.container_id):
+                return False
+        except TemporaryError:
+            return False  # cannot tell: going back is still the better bet
+        log.error("%s: %s, but %s is not running either: %s stays", what, reason, old.container_name, new.tag)
+        return True
 
     def _roll_back(self, app: AppConfig, new: Running, old: Running, what: str, reason: str, started: float) -> None:
         after = f"{self.clock.monotonic() - started:.1f}s into its probation of {human_duration(app.probation)}"

@@ -37,6 +37,7 @@ class FakeRuntime:
     local_images: set[str] = field(default_factory=set)
     registry: dict[str, str] = field(default_factory=dict)  # reference -> image id
     exits_after_probes: int | None = None  # the new container dies after this many exit checks
+    dead: set[str] = field(default_factory=set)  # containers is_running() says are not running
     pull_error: Exception | None = None
     free: int | None = 10**12
     started: list[Container] = field(default_factory=list)
@@ -76,6 +77,9 @@ class FakeRuntime:
         if self.exits_after_probes is not None and self._checks > self.exits_after_probes:
             return "exited with code 1"
         return None
+
+    def is_running(self, container_id: str) -> bool:
+        return container_id not in self.dead
 
     def stop(self, container_id: str, timeout: float) -> None:
         self.log.append(f"stop {container_id} timeout={timeout:g}")

@@ -300,3 +300,11 @@ def test_a_stop_request_ends_the_probation_early_and_stops_the_old(world):
     world["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
     probes_in_probation = world["log"][world["log"].index("phase probation") :].count("probe 10.0.0.2:8080/up -> ok")
     assert probes_in_probation == 1 and world["log"][-2:] == ["stop c1 timeout=7", "remove c1"]
+
+
+def test_no_going_back_to_an_old_container_that_died_too(world):
+    world["runtime"].exits_after_probes = 3
+    world["runtime"].dead.add("c1")
+    outcome = world["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
+    assert outcome.changed and world["router"].routes[-1] == ["10.0.0.2:8080"]  # v2 stays routed
+    assert world["log"][-2:] == ["stop c1 timeout=7", "remove c1"] and "c2" not in world["runtime"].removed
