@@ -308,6 +308,7 @@ class Agent:
             app_state = self.state.app(name)
             live = app_state.current.image_id if app_state.current else ""
             kept |= kept_images(name, self.state.history, live, app_state.previous_reference, config.keep_images)
+        marked = False
         for image in images_to_prune(app.name, self.state.history, kept):
             try:
                 outcome = self.runtime.remove_image(image.reference, image.image_id)
@@ -323,9 +324,10 @@ class Agent:
             if not outcome.startswith("kept"):
                 for entry in self.state.history:
                     if (entry.reference, entry.image_id) == (image.reference, image.image_id):
-                        entry.image_pruned = True
+                        entry.image_pruned = marked = True
             self.tick()
-        self.store.save(self.state)
+        if marked:
+            self.store.save(self.state)
 
     def _reconcile_after_error(self, app: AppConfig) -> None:
         try:

@@ -202,13 +202,14 @@ class DockerRuntime:
         state = container.attrs["State"]
         # Its restart policy brings a crashed container back within moments: a restart counts as a crash.
         restarts = container.attrs.get("RestartCount", 0)
-        if state.get("Running") and not state.get("Restarting") and not restarts:
+        up = state.get("Running") and not state.get("Restarting")
+        if up and not restarts:
             return None
         try:
             last_lines = container.logs(tail=3).decode(errors="replace").strip().replace("\n", " | ")
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
             raise _unavailable(err) from None  # stopped by a dockerd that is going away, most likely
-        if state.get("Running") and not state.get("Restarting"):
+        if up:
             reason = f"crashed and was restarted by Docker ({restarts} time(s))"  # its exit code is gone by now
         else:
             reason = f"exited with code {state.get('ExitCode')}"

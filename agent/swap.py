@@ -141,10 +141,8 @@ class Swap:
         """How a restarted agent completes a deploy that had switched before it died: route as the
         switch did, then everything after it. Died in probation: the old one is drained already, so
         only the rest of the probation and the stop remain."""
-        if probation_until is None:
-            self.router.route(app, [new.address, old.address] if old else [new.address])
-        else:
-            self.router.route(app, [new.address])
+        drained = probation_until is not None
+        self.router.route(app, [new.address, old.address] if old and not drained else [new.address])
         self._after_switch(app, new, old, deploy_id, probation_until)
 
     def _after_switch(
@@ -198,9 +196,9 @@ class Swap:
                 failed = failed + 1 if failure else 0
                 if failed >= app.health_successes:
                     reason = f"health check {url} failed {failed} times in a row (last: {failure})"
-            if reason and self._old_is_gone(new, old, what, reason):
-                return
             if reason:
+                if self._old_is_gone(new, old, what, reason):
+                    return
                 self._roll_back(app, new, old, what, reason, started)
             self.tick()
             self.clock.sleep(app.health_interval)

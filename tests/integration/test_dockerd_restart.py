@@ -31,6 +31,13 @@ def restart_dockerd_when(stack, saw_it_down: str) -> tuple[float, float]:
     return down, time.monotonic()
 
 
+def deploy_v2_and_restart_dockerd_at(stack, status: str, saw_it_down: str) -> tuple[float, float]:
+    """Queue v2 and restart dockerd once the deploy reports `status` (see restart_dockerd_when)."""
+    stack.agent.echo("v2")
+    wait_until(lambda: any(status in s for s in stack.agent.notify.statuses()), 30, status)
+    return restart_dockerd_when(stack, saw_it_down)
+
+
 def assert_converged(stack, tag: str) -> None:
     state = StateStore(stack.state_dir).load().app("web")
     assert state.current.tag == tag and state.phase == ""
@@ -74,9 +81,7 @@ def test_dockerd_restarted_during_the_health_gate_the_agent_converges_and_v2_lan
     agent_pid = stack.agent.process.pid
     with LoadClient(stack.caddy.port) as load:
         time.sleep(1)
-        stack.agent.echo("v2")
-        wait_until(lambda: any("v1 -> v2: health 2/40" in s for s in stack.agent.notify.statuses()), 30, "the gate")
-        down, recovered = restart_dockerd_when(stack, "Docker engine unavailable")
+        down, recovered = deploy_v2_and_restart_dockerd_at(stack, "v1 -> v2: health 2/40", "Docker engine unavailable")
         wait_until(lambda: ended(stack, "v2"), 90, "the v2 deploy to end")
         (entry,) = [e for e in StateStore(stack.state_dir).load().history if e.tag == "v2"]
         if entry.result == "failed":
@@ -108,9 +113,9 @@ def test_dockerd_restarted_while_draining_the_deploy_is_finished(stack):
     agent_pid = stack.agent.process.pid
     with LoadClient(stack.caddy.port) as load:
         time.sleep(1)
-        stack.agent.echo("v2")
-        wait_until(lambda: any("v1 -> v2: draining" in s for s in stack.agent.notify.statuses()), 30, "the drain")
-        down, recovered = restart_dockerd_when(stack, "it is live, the rest follows once that answers")
+        down, recovered = deploy_v2_and_restart_dockerd_at(
+            stack, "v1 -> v2: draining", "it is live, the rest follows once that answers"
+        )
         wait_until(lambda: [c.labels["zdd.tag"] for c in stack.containers()] == ["v2"], 60, "v2 alone")
         stack.caddy.wait_serving("v2")
         time.sleep(SLOW_SECONDS)
