@@ -1,7 +1,8 @@
 """Test images built locally (no registry is reachable): busybox httpd in a FROM scratch image.
 
-Every image serves `/` with its version, `/up` for health and `/cgi-bin/slow` that answers after
-SLOW_SECONDS, so a request can be in flight at the moment of the switch.
+Every image serves `/` with its version, `/up` for health, `/cgi-bin/slow` that answers after
+SLOW_SECONDS, so a request can be in flight at the moment of the switch, and `/cgi-bin/post` that reads
+a POST's body and answers the version.
 """
 
 import os
@@ -23,11 +24,21 @@ pid=$!
 trap 'sleep 1; kill $pid; wait $pid; exit 0' TERM
 wait $pid
 """
-SLOW_CGI = f"""#!/bin/sh
-sleep {SLOW_SECONDS}
-printf 'Content-Type: text/plain\\r\\n\\r\\n'
+# CGI answers carry their Content-Length, as real app servers' do: without it the body ends when
+# httpd closes the connection, and Caddy 2.6.2 now and then cuts such a body short ("aborting with
+# incomplete response: use of closed network connection", seen without any deploy or reload). And they
+# say `Connection: close`, because httpd does close: Caddy would otherwise pool the connection and send
+# the next POST into a closed socket (a 502 that Go's transport replays for GETs only).
+CGI_ANSWER = """printf 'Content-Type: text/plain\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n' \\
+  "$(wc -c < /www/index.html)"
 cat /www/index.html
 """
+SLOW_CGI = f"""#!/bin/sh
+sleep {SLOW_SECONDS}
+{CGI_ANSWER}"""
+POST_CGI = """#!/bin/sh
+head -c "${CONTENT_LENGTH:-0}" >/dev/null
+""" + CGI_ANSWER
 # For the WebSocket test: a 101 upgrade, then echo every line back, on the same port as /up.
 WS_SERVER = """#!/bin/sh
 read -r method path proto
@@ -73,6 +84,8 @@ def build(
             (www / "up").write_text("ok\n")
         (www / "cgi-bin" / "slow").write_text(SLOW_CGI)
         (www / "cgi-bin" / "slow").chmod(0o755)
+        (www / "cgi-bin" / "post").write_text(POST_CGI)
+        (www / "cgi-bin" / "post").chmod(0o755)
         (root / "app").mkdir()
         (root / "app" / "run.sh").write_text(GRACEFUL)
         (root / "app" / "ws.sh").write_text(WS_SERVER)

@@ -1,14 +1,13 @@
 """A load client that records the outcome of every request, for asserting "zero failed".
 
-Three kinds of workers run at once against Caddy:
-- keep-alive: one persistent HTTP/1.1 connection, reused for every request;
-- fresh: a new TCP connection for every request;
-- slow: requests that take SLOW_SECONDS, so some are in flight at the moment of the switch.
+Four kinds of workers run at once against Caddy:
+- keepalive: GETs on one persistent HTTP/1.1 connection;
+- post: POSTs with a body on one persistent connection, as API clients and webhooks send them;
+- fresh: a GET on a new TCP connection each time;
+- slow: GETs that take SLOW_SECONDS on new connections, so some are in flight at the moment of the switch.
 
-A failure is any error or any status other than 200. One HTTP rule is applied, as browsers, curl and
-Go's client do (RFC 9112 section 9.3.1): when the server closed an idle keep-alive connection just as
-a request was sent on it (no byte of a response came back), the request is retried once on a new
-connection. Such retries are counted and reported separately; nothing else is retried.
+A failure is any error or any status other than 200, and nothing is ever retried or replayed: a client
+may not replay a POST (RFC 9110 section 9.2.2), and zdd must not need a client to replay a GET either.
 """
 
 import http.client
@@ -16,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+KINDS = ("keepalive", "post", "fresh", "slow")
 
 
 @dataclass
@@ -38,13 +37,14 @@ class Result:
 class LoadClient:
     port: int
     keepalive_workers: int = 2
+    post_workers: int = 2
     fresh_workers: int = 2
     slow_workers: int = 3
     slow_path: str = "/cgi-bin/slow"
+    post_path: str = "/cgi-bin/post"
     pause: float = 0.005  # between requests of one worker: steady load without starving the agent of CPU
     stagger: float = 0.5  # slow worker i starts i*stagger later, so slow requests overlap at every moment
     results: list[Result] = field(default_factory=list)
-    stale_retries: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -56,46 +56,40 @@ class LoadClient:
     def _connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
 
-    def _once(self, conn: http.client.HTTPConnection, path: str, close: bool) -> tuple[int, str, bool]:
-        headers = {"Connection": "close"} if close else {}
-        conn.request("GET", path, headers=headers)
+    def _once(self, conn: http.client.HTTPConnection, kind: str, number: int) -> tuple[int, str, bool]:
+        if kind == "post":
+            body = f"order={number}&note=zero-downtime".encode()
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            conn.request("POST", self.post_path, body=body, headers=headers)
+        else:
+            headers = {"Connection": "close"} if kind in ("fresh", "slow") else {}
+            conn.request("GET", self.slow_path if kind == "slow" else "/", headers=headers)
         response = conn.getresponse()
-        body = response.read().decode(errors="replace").strip()
-        return response.status, body, response.will_close
+        body_text = response.read().decode(errors="replace").strip()
+        return response.status, body_text, response.will_close
 
     def _worker(self, kind: str, delay: float = 0.0) -> None:
         if self._stop.wait(delay):
             return
-        path = self.slow_path if kind == "slow" else "/"
-        fresh = kind != "keepalive"
+        persistent = kind in ("keepalive", "post")
         conn = self._connection()
-        reused = False
+        number = 0
         while not self._stop.is_set():
-            if fresh:
+            number += 1
+            if not persistent:
                 conn = self._connection()
             started = time.monotonic()
             try:
-                try:
-                    status, body, will_close = self._once(conn, path, close=fresh)
-                except _STALE:
-                    if not reused:
-                        raise
-                    with self._lock:
-                        self.stale_retries += 1
-                    conn.close()
-                    conn = self._connection()
-                    status, body, will_close = self._once(conn, path, close=fresh)
+                status, body, will_close = self._once(conn, kind, number)
                 self._record(Result(kind, started, time.monotonic(), status, body))
-                reused = not will_close and not fresh
-                if will_close:
+                if will_close and persistent:  # the server said so in its response: not a failure
                     conn.close()
                     conn = self._connection()
-            except Exception as err:  # every other error is a failed request
+            except Exception as err:  # a failed request, whatever the cause; never sent again
                 self._record(Result(kind, started, time.monotonic(), None, "", f"{type(err).__name__}: {err}"))
                 conn.close()
                 conn = self._connection()
-                reused = False
-            if fresh:
+            if not persistent:
                 conn.close()
             time.sleep(self.pause)
         conn.close()
@@ -103,6 +97,7 @@ class LoadClient:
     def start(self) -> "LoadClient":
         for kind, count in (
             ("keepalive", self.keepalive_workers),
+            ("post", self.post_workers),
             ("fresh", self.fresh_workers),
             ("slow", self.slow_workers),
         ):
@@ -137,10 +132,8 @@ class LoadClient:
 
     def summary(self) -> str:
         failed = self.failures
-        text = (
-            f"{len(self.results)} requests, {len(failed)} failed, {self.stale_retries} keep-alive retries "
-            f"(idle connection closed by Caddy's reload)"
-        )
+        counts = ", ".join(f"{sum(r.kind == k for r in self.results)} {k}" for k in KINDS)
+        text = f"{len(self.results)} requests ({counts}), {len(failed)} failed"
         if failed:
             text += "; first failures: " + "; ".join(f"{r.kind}: {r.error or r.status}" for r in failed[:5])
         return text
