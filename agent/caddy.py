@@ -1,8 +1,11 @@
 """Caddy behind the swap's Router protocol: zdd owns one snippet file per app, the user owns the Caddyfile.
 
-The user's site block imports the snippet (`import /var/lib/zdd/caddy/web.caddy`); zdd rewrites the
-snippet atomically and re-loads the user's Caddyfile through the admin API (POST /load, what
-`caddy reload` does). Because the route lives in a file, it survives `systemctl reload caddy` and restarts.
+The user's site block imports the snippet (`import /var/lib/zdd-caddy/web.caddy`). For an app that
+runs, the snippet names a dynamic upstream that Caddy resolves through `zdd dns` (agent/dns.py), and
+the route itself lives in routes.toml (agent/routes.py): a switch rewrites that table and never loads a
+new config into Caddy, because every config load closes the idle client connections of Caddy's old
+server (docs/ARCHITECTURE.md). The snippet changes, and Caddy re-reads the Caddyfile, only when what
+the snippet says changes: an app's first version, a port change, a new resolver address.
 """
 
 import fnmatch
@@ -11,38 +14,56 @@ import json
 import logging
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from . import dns
 from .config import AppConfig, Config
 from .errors import ConfigError, PermanentError, TemporaryError
+from .routes import DOMAIN, RouteFile, RouteTable, address_port, upstream_name
 from .state import write_atomically
 from .units import format_duration
 
 log = logging.getLogger("zdd.caddy")
 
 ADMIN_TIMEOUT = 10.0
-# Caddy 2.6.2 (Debian 12) has no stream_close_delay; 2.7+ does. Asked once, without side effects, via /adapt.
-_STREAM_PROBE = ":0 {\n\treverse_proxy 127.0.0.1:9 {\n\t\tstream_close_delay 1s\n\t}\n}\n"
+# How long Caddy keeps an answer of zdd dns before it asks again: the longest a switch takes to reach
+# every new request. Each app costs Caddy one lookup per period while it has traffic (a few µs).
+REFRESH = 0.5
+SWITCH_MARGIN = 0.25  # on top of REFRESH: the lookup itself, and a request that had just picked the old one
 _IMPORT_RE = re.compile(r"^\s*import\s+(\S+)", re.MULTILINE)
 
 
-def render_snippet(app: AppConfig, addresses: Sequence[str], stream_close_delay: bool) -> str:
-    """The body zdd puts inside the user's site block for `app`."""
-    header = f"# Managed by zdd for app {app.name}; rewritten on every deploy. Do not edit.\n"
-    if not addresses:
+def render_snippet(app: AppConfig, name: str | None, port: int, resolver: str) -> str:
+    """The body zdd puts inside the user's site block for `app`: the dynamic upstream `name` on `port`,
+    or, before the app's first version, a 503 that says so."""
+    header = f"# Managed by zdd for app {app.name}; rewritten when its upstream changes. Do not edit.\n"
+    if name is None:
         return header + f'respond "{app.name}: no version deployed yet" 503\n'
-    lines = [f"reverse_proxy {' '.join(addresses)} {{", "\tlb_policy first"]
-    if stream_close_delay:
-        # Keep WebSockets of the old config open while the old container drains (Caddy 2.7+).
-        lines.append(f"\tstream_close_delay {format_duration(app.drain_timeout)}")
-    lines.append("}")
-    return header + "\n".join(lines) + "\n"
+    return header + (
+        "# Caddy asks zdd dns which container serves; a deploy changes that answer, not this file.\n"
+        "reverse_proxy {\n"
+        f"\tdynamic a {name} {port} {{\n"
+        f"\t\tresolvers udp/{resolver}\n"
+        f"\t\trefresh {format_duration(REFRESH)}\n"
+        "\t}\n"
+        "}\n"
+    )
 
 
 def caddyfile_imports(caddyfile_text: str, snippet: Path) -> bool:
     """Does the Caddyfile import this snippet, by its path or by a glob that matches it?"""
     return any(fnmatch.fnmatch(str(snippet), pattern) for pattern in _IMPORT_RE.findall(caddyfile_text))
+
+
+def render_fixed_snippet(app: AppConfig, address: str | None) -> str:
+    """`zdd detach`: the live container as a plain upstream, for a Caddy that runs on without zdd."""
+    if address is None:
+        return render_snippet(app, None, 0, "")
+    return (
+        f"# Written by `zdd detach` for app {app.name}: a fixed upstream, no longer updated by zdd.\n"
+        f"reverse_proxy {address}\n"
+    )
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -90,18 +111,8 @@ class CaddyAdmin:
     def load_caddyfile(self, text: str) -> None:
         self.request("POST", "/load", text.encode(), "text/caddyfile")
 
-    def adapt_caddyfile(self, text: str) -> dict:
-        return json.loads(self.request("POST", "/adapt", text.encode(), "text/caddyfile") or b"{}")
-
     def upstreams(self) -> list[dict]:
         return json.loads(self.request("GET", "/reverse_proxy/upstreams") or b"[]") or []
-
-    def supports_stream_close_delay(self) -> bool:
-        try:
-            self.adapt_caddyfile(_STREAM_PROBE)
-            return True
-        except PermanentError:
-            return False
 
 
 def _error_text(data: bytes) -> str:
@@ -112,23 +123,43 @@ def _error_text(data: bytes) -> str:
 
 
 class CaddyRouter:
-    """Implements swap.Router: rewrite the app's snippet, then have Caddy re-read the Caddyfile."""
+    """Implements swap.Router over routes.toml (answered by zdd dns) and the app's snippet."""
 
-    def __init__(self, config: Config, admin: CaddyAdmin | None = None):
-        self.config = config
+    switch_delay = REFRESH + SWITCH_MARGIN
+
+    def __init__(self, config: Config, instance: str, admin: CaddyAdmin | None = None):
+        self.config, self.instance = config, instance
         self.admin = admin or CaddyAdmin(config.caddy.admin)
-        self._stream_close_delay: bool | None = None
+        self.routes = RouteFile(config.routes_path)
+        self._unhelpful_reload: tuple[str, str] | None = None  # (Caddyfile, snippet) a reload did not fix
 
-    def _has_stream_close_delay(self) -> bool:
-        if self._stream_close_delay is None:
-            self._stream_close_delay = self.admin.supports_stream_close_delay()
-            log.info("Caddy %s stream_close_delay", "supports" if self._stream_close_delay else "lacks (2.6)")
-        return self._stream_close_delay
+    # --- the route table --------------------------------------------------------------------------
+    def table(self) -> RouteTable:
+        table = self.routes.load()
+        return table if table.instance == self.instance else RouteTable(self.instance, {})
 
-    def write_snippet(self, app: AppConfig, addresses: Sequence[str], stream_close_delay: bool = False) -> bool:
+    def routed(self, app: str) -> list[str]:
+        """The addresses zdd dns answers for `app`, first one first."""
+        return list(self.table().apps.get(app, ()))
+
+    def _save_route(self, app: AppConfig, addresses: Sequence[str]) -> bool:
+        table = self.table()
+        if list(table.apps.get(app.name, ())) == list(addresses):
+            return False
+        self.routes.save(table.with_route(app.name, addresses))
+        return True
+
+    # --- the snippet ------------------------------------------------------------------------------
+    def _snippet_text(self, app: AppConfig, addresses: Sequence[str]) -> str:
+        if not addresses:
+            return render_snippet(app, None, 0, self.config.caddy.resolver)
+        port = address_port(addresses[0])
+        return render_snippet(app, upstream_name(app.name, port, self.instance), port, self.config.caddy.resolver)
+
+    def write_snippet(self, app: AppConfig, addresses: Sequence[str]) -> bool:
         """Write the snippet if its content changes; True when it did. Readable by the caddy user."""
         path = self.config.snippet_path(app.name)
-        text = render_snippet(app, addresses, stream_close_delay)
+        text = self._snippet_text(app, addresses)
         try:
             if path.read_text(encoding="utf-8") == text:
                 return False
@@ -138,23 +169,89 @@ class CaddyRouter:
         write_atomically(path, text.encode(), mode=0o644)
         return True
 
+    def detach(self, app: AppConfig, address: str | None) -> None:
+        """Give the app's snippet a fixed upstream (its live container), so Caddy no longer needs zdd dns.
+        The caller reloads Caddy once for all apps."""
+        path = self.config.snippet_path(app.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, render_fixed_snippet(app, address).encode(), mode=0o644)
+
     def ensure_snippets(self, routes: dict[str, Sequence[str]]) -> None:
         """Before Caddy may read the Caddyfile: every app's snippet exists (a missing import fails it)."""
         for name, app in self.config.apps.items():
             if not self.config.snippet_path(name).exists():
                 self.write_snippet(app, routes.get(name, ()))
 
-    def _write_route(self, app: AppConfig, addresses: Sequence[str]) -> bool:
-        return self.write_snippet(app, addresses, bool(addresses) and self._has_stream_close_delay())
-
+    # --- swap.Router --------------------------------------------------------------------------------
     def route(self, app: AppConfig, addresses: Sequence[str]) -> None:
-        self._write_route(app, addresses)
-        self.reload()
-
-    def ensure_route(self, app: AppConfig, addresses: Sequence[str], routed: set[str]) -> None:
-        """Converge without needless reloads: only when the snippet changed or Caddy lacks an address."""
-        if self._write_route(app, addresses) or not set(addresses) <= routed:
+        """Make `app`'s name answer addresses[0] (per port: see agent/routes.py). A new table is a
+        switch without a reload; only a snippet that must change (first version, new port) is loaded."""
+        self._save_route(app, addresses)
+        if addresses:
+            self.verify(app, addresses)
+        if self.write_snippet(app, addresses):
+            log.info("%s: Caddy re-reads the Caddyfile: the app's snippet changed", app.name)
             self.reload()
+
+    def verify(self, app: AppConfig, addresses: Sequence[str]) -> None:
+        """Ask zdd dns what Caddy will be told. It re-reads routes.toml on every query, so a wrong
+        answer means another responder (or none) listens at caddy.resolver."""
+        resolver = self.config.caddy.resolver
+        for name, expected in self.table().names(app.name).items():
+            try:
+                answered = dns.resolve(resolver, name)
+            except OSError as err:
+                raise TemporaryError(
+                    f"{app.name}: zdd dns at {resolver} does not answer ({err or type(err).__name__}); Caddy "
+                    f"cannot find the app's container: is zdd-dns.socket running?"
+                ) from err
+            if answered != expected:
+                raise TemporaryError(
+                    f"{app.name}: zdd dns at {resolver} answers {answered} for {name}, routes.toml says {expected}: "
+                    f"is another zdd dns (another state dir) listening there?"
+                )
+
+    def ensure_route(self, app: AppConfig, addresses: Sequence[str]) -> None:
+        """Converge without needless reloads: the table and the snippet say `addresses`, zdd dns answers
+        it, and Caddy runs a config that uses the snippet (re-read only if it does not)."""
+        self._save_route(app, addresses)
+        if addresses:
+            self.verify(app, addresses)
+        if self.write_snippet(app, addresses):
+            log.info("%s: Caddy re-reads the Caddyfile: the app's snippet changed", app.name)
+            self.reload()
+        elif addresses and not self.caddy_uses_snippet(app, addresses):
+            self._reload_for_missing(app)
+
+    def _reload_for_missing(self, app: AppConfig) -> None:
+        """Caddy runs a config without the app's upstream (restarted on an older Caddyfile, or loaded
+        by hand). Re-read the Caddyfile once per distinct (Caddyfile, snippet): if it does not import
+        the snippet, a reload every reconcile_interval would only reset clients' connections."""
+        caddyfile = self.config.caddy.caddyfile
+        snippet = self.config.snippet_path(app.name)
+        try:
+            cause = (caddyfile.read_text(encoding="utf-8"), snippet.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"Caddyfile {caddyfile}: {err.strerror}") from None
+        if cause == self._unhelpful_reload:
+            return
+        if not caddyfile_imports(cause[0], snippet):
+            self._unhelpful_reload = cause
+            log.warning(
+                "%s: %s does not import %s: Caddy does not route to the app (zdd check says how)",
+                app.name,
+                caddyfile,
+                snippet,
+            )
+            return
+        log.warning("%s: Caddy's running config lacks the app's upstream; re-reading %s", app.name, caddyfile)
+        self.reload()
+        self._unhelpful_reload = cause
+
+    def caddy_uses_snippet(self, app: AppConfig, addresses: Sequence[str]) -> bool:
+        name = upstream_name(app.name, address_port(addresses[0]), self.instance)
+        config = json.loads(self.admin.request("GET", "/config/") or b"null")
+        return any(item.get("name") == name for item in json_objects(config) if item.get("source") == "a")
 
     def reload(self) -> None:
         """Re-read the user's Caddyfile (with zdd's snippets) into Caddy. An unchanged config is a no-op."""
@@ -166,22 +263,38 @@ class CaddyRouter:
         self.admin.load_caddyfile(text)
 
     def in_flight(self, address: str) -> int | None:
-        for upstream in self.admin.upstreams():
-            if upstream.get("address") == address:
-                return int(upstream.get("num_requests", 0))
-        return None
+        """Requests Caddy has in flight to `address`; None when Caddy lists no such upstream (2.6 lists a
+        dynamic upstream only while a request uses it; 2.11 may list an address twice)."""
+        counts = [int(u.get("num_requests", 0)) for u in self.admin.upstreams() if u.get("address") == address]
+        return max(counts) if counts else None
 
-    def routed_addresses(self) -> set[str]:
-        return {u.get("address", "") for u in self.admin.upstreams()}
+
+def json_objects(value: object) -> Iterator[dict]:
+    """Every JSON object inside a JSON value, depth first."""
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from json_objects(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from json_objects(item)
 
 
 def check_caddy(config: Config) -> list[str]:
-    """Problems `zdd check` reports about Caddy: admin reachable, Caddyfile imports every snippet."""
+    """Problems `zdd check` reports about Caddy: admin reachable, zdd dns answering, Caddyfile imports
+    every snippet."""
     problems = []
     try:
         CaddyAdmin(config.caddy.admin, timeout=3).request("GET", "/config/")
     except (TemporaryError, PermanentError) as err:
         problems.append(f"caddy.admin: {err}")
+    try:
+        dns.resolve(config.caddy.resolver, f"check.{DOMAIN}")
+    except OSError as err:
+        problems.append(
+            f"caddy.resolver: zdd dns does not answer at {config.caddy.resolver} ({err or type(err).__name__}); "
+            "Caddy finds each app's container through it: systemctl enable --now zdd-dns.socket"
+        )
     try:
         text = config.caddy.caddyfile.read_text(encoding="utf-8")
     except OSError as err:

@@ -11,9 +11,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
-from .caddy import check_caddy
+from .caddy import CaddyRouter, check_caddy
 from .config import Config, config_path, load_config
-from .errors import ConfigError, RequestError, ZddError
+from .errors import ConfigError, RequestError, TemporaryError, ZddError
 from .host import reload_safety_problem
 from .queue import QueueFile, RequestDrop
 from .reference import parse_request
@@ -32,7 +32,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Agent  # imports docker and watchdog only for the agent
 
     setup_logging(args.verbose)
-    return Agent(_load(args)).run()
+    config = _load(args)
+    # As other daemons do: the state dir is created on first start (the package's tmpfiles does it too).
+    config.state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+    return Agent(config).run()
+
+
+def cmd_dns(args: argparse.Namespace) -> int:
+    """Answer Caddy's lookups of each app's container from routes.toml (agent/dns.py), until stopped."""
+    import logging
+
+    from . import dns
+    from .routes import LiveRoutes
+
+    setup_logging(args.verbose)
+    log = logging.getLogger("zdd.dns")
+    try:
+        config = _load(args)
+    except ConfigError as err:
+        # The site depends on these answers: a config in the middle of an edit must not take them away.
+        for problem in err.problems:
+            log.error("zdd dns: %s; answering from the default state dir", problem)
+        config = Config(state_dir=Path(args.state_dir or os.environ.get("ZDD_STATE_DIR") or Config.state_dir))
+    sock = dns.systemd_socket()
+    where = "the socket systemd passed (zdd-dns.socket)"
+    if sock is None:
+        where = config.caddy.resolver
+        try:
+            sock = dns.bind(config.caddy.resolver)
+        except OSError as err:
+            raise TemporaryError(f"zdd dns: cannot listen on {config.caddy.resolver}: {err.strerror or err}") from err
+    routes = LiveRoutes(config.routes_path)
+    routes.current()
+    log.info("zdd dns: answering on %s from %s", where, config.routes_path)
+    dns.serve(sock, routes.lookup)
+    return EXIT_OK
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    """Before zdd goes (the package's prerm): each app's snippet names its live container as a fixed
+    upstream and Caddy loads it, so the sites serve on without zdd dns."""
+    config = _load(args)
+    state = StateStore(config.state_dir).load()
+    router = CaddyRouter(config, state.instance)
+    for name, app in config.apps.items():
+        current = state.app(name).current
+        router.detach(app, current.address if current else None)
+        print(
+            f"{name}: Caddy now proxies to {current.address} ({current.tag}) without zdd"
+            if current
+            else f"{name}: not deployed; its snippet answers 503"
+        )
+    router.reload()
+    return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -66,6 +118,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     config = _load(args)
     words = [args.app, args.tag] if args.tag else [args.app]
     request = parse_request(" ".join(words), config.repositories())
+    if not config.state_dir.is_dir():
+        raise ZddError(
+            f"state dir {config.state_dir} does not exist: is zdd installed here, and has `zdd run` started once?"
+        )
     written_at = time.time()
     if os.access(config.requests_dir, os.W_OK | os.X_OK):
         RequestDrop.submit(config.requests_dir, " ".join(words))  # the history records who asked
@@ -226,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--wait", action="store_true", help="exit 0 only once it is live")
     rollback.add_argument("--timeout", type=float, default=600.0)
     rollback.set_defaults(func=cmd_rollback)
+
+    resolver = sub.add_parser("dns", help="answer Caddy's lookups of the apps' containers (as zdd-dns.service runs it)")
+    resolver.add_argument("-v", "--verbose", action="store_true", help="log debug lines too")
+    resolver.set_defaults(func=cmd_dns)
+
+    detach = sub.add_parser("detach", help="give Caddy fixed upstreams, so sites serve without zdd (before removal)")
+    detach.set_defaults(func=cmd_detach)
 
     check = sub.add_parser("check", help="validate the config and the Caddy setup")
     check.add_argument("--offline", action="store_true", help="check the file only, not Caddy")

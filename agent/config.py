@@ -45,7 +45,11 @@ class AppConfig:
 class CaddyConfig:
     admin: str = "127.0.0.1:2019"  # host:port on loopback, or unix//path/to/socket
     caddyfile: Path = Path("/etc/caddy/Caddyfile")
-    snippet_dir: Path | None = None  # where each app's snippet lives; default <state_dir>/caddy
+    # Where each app's snippet lives. Default: beside the state dir, `<state_dir>-caddy` (the package's
+    # /var/lib/zdd-caddy): the state dir is 0750, and the caddy user must read the snippets.
+    snippet_dir: Path | None = None
+    # Where `zdd dns` answers Caddy's lookups of each app's container (zdd-dns.socket listens there).
+    resolver: str = "127.0.0.1:5354"
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,11 @@ class Config:
 
     @property
     def snippet_dir(self) -> Path:
-        return self.caddy.snippet_dir or self.state_dir / "caddy"
+        return self.caddy.snippet_dir or self.state_dir.with_name(f"{self.state_dir.name}-caddy")
+
+    @property
+    def routes_path(self) -> Path:
+        return self.state_dir / "routes.toml"
 
     def snippet_path(self, app: str) -> Path:
         return self.snippet_dir / f"{app}.caddy"
@@ -184,15 +192,10 @@ def _absolute_path(value: str) -> Path:
     return Path(value)
 
 
-def check_admin_address(value: str) -> str:
-    """Caddy's admin API has no authentication: only loopback or a unix socket is allowed."""
-    if value.startswith("unix/"):
-        if not value[len("unix/") :].startswith("/"):
-            raise ValueError(f"{value!r}: a unix socket must be written unix//absolute/path")
-        return value
+def _loopback_host_port(value: str, why: str, form: str = "HOST:PORT on loopback") -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} must be HOST:PORT on loopback or unix//path")
+        raise ValueError(f"{value!r} must be {form}")
     host = host.strip("[]")
     if host != "localhost":
         try:
@@ -200,8 +203,22 @@ def check_admin_address(value: str) -> str:
         except ValueError:
             loopback = False
         if not loopback:
-            raise ValueError(f"{value!r} is not on loopback; Caddy's admin API has no authentication")
+            raise ValueError(f"{value!r} is not on loopback; {why}")
     return value
+
+
+def check_resolver_address(value: str) -> str:
+    """zdd dns answers whoever reaches it: loopback only, HOST:PORT (UDP)."""
+    return _loopback_host_port(value, "zdd dns tells whoever asks where the apps run")
+
+
+def check_admin_address(value: str) -> str:
+    """Caddy's admin API has no authentication: only loopback or a unix socket is allowed."""
+    if value.startswith("unix/"):
+        if not value[len("unix/") :].startswith("/"):
+            raise ValueError(f"{value!r}: a unix socket must be written unix//absolute/path")
+        return value
+    return _loopback_host_port(value, "Caddy's admin API has no authentication", "HOST:PORT on loopback or unix//path")
 
 
 def _app(name: str, table: Mapping[str, Any], problems: list[str]) -> AppConfig | None:
@@ -263,6 +280,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         admin=c.get("admin", str, CaddyConfig.admin, check_admin_address),
         caddyfile=c.get("caddyfile", str, CaddyConfig.caddyfile, _absolute_path),
         snippet_dir=c.get("snippet_dir", str, None, _absolute_path),
+        resolver=c.get("resolver", str, CaddyConfig.resolver, check_resolver_address),
     )
     c.unknown()
 

@@ -14,7 +14,6 @@ from .config import AppConfig, Config, load_config
 from .docker_runtime import DockerRuntime
 from .errors import ConfigError, RequestError, TemporaryError, ZddError
 from .health import HttpProber
-from .host import reload_safety_problem
 from .lock import StateLock
 from .logcontext import deploy_context
 from .prune import images_to_prune, kept_images
@@ -60,7 +59,7 @@ class Agent:
         self.reload_requested = False
         self.last_failure = ""
         self.runtime = DockerRuntime(config.docker_host, config.network, self.state.instance)
-        self.router = CaddyRouter(config)
+        self.router = CaddyRouter(config, self.state.instance)
         self.swap = Swap(
             self.runtime,
             self.router,
@@ -118,15 +117,10 @@ class Agent:
 
     # --- converging: at start-up, then every reconcile_interval while idle ------------------------
     def reconcile(self) -> None:
-        """Converge every app to one serving container that Caddy routes to (DESIGN.md section 6)."""
+        """Converge every app to one serving container that Caddy routes to (docs/ARCHITECTURE.md, 4)."""
         self.runtime.ensure_network()
-        try:
-            routed = self.router.routed_addresses()
-        except ZddError as err:
-            log.debug("cannot read Caddy's upstreams (%s); assuming nothing is routed", err)
-            routed = set()
         for app in self.config.apps.values():
-            self._reconcile_app(app, routed)
+            self._reconcile_app(app, set(self.router.routed(app.name)))
 
     def try_reconcile(self) -> None:
         try:
@@ -152,7 +146,7 @@ class Agent:
         if plan.drain_and_stop and plan.current:
             self.swap.finish(app, plan.current, plan.drain_and_stop, deploy_id, plan.probation_until)
         else:
-            self.router.ensure_route(app, [plan.current.address] if plan.current else [], routed)
+            self.router.ensure_route(app, [plan.current.address] if plan.current else [])
         for found in plan.remove:
             self.runtime.remove(found.id)
             log.info("%s: removed container %s (not live)", app.name, found.name)
@@ -331,7 +325,7 @@ class Agent:
 
     def _reconcile_after_error(self, app: AppConfig) -> None:
         try:
-            self._reconcile_app(app, self.router.routed_addresses())
+            self._reconcile_app(app, set(self.router.routed(app.name)))
         except Exception:
             log.exception("%s: could not converge after the error; will retry at the next start", app.name)
 
@@ -371,9 +365,6 @@ class Agent:
         try:
             self.queue.ensure_exists()
             self.drop.ensure_exists()
-            warning = reload_safety_problem()
-            if warning:
-                log.warning("%s", warning)
             self.router.ensure_snippets({n: [a.current.address] for n, a in self.state.apps.items() if a.current})
             self.try_reconcile()
             watcher.start()

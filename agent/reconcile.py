@@ -1,7 +1,7 @@
 """What a starting agent does about each app, decided from the phase journal and what really exists.
 
 Pure: given the app's state, the containers Docker has with the app's label and the addresses Caddy
-routes to, return a Plan. The daemon carries it out. (DESIGN.md section 6.)
+routes to, return a Plan. The daemon carries it out. (docs/ARCHITECTURE.md, section 4.)
 """
 
 from dataclasses import dataclass, field, replace

@@ -1,6 +1,6 @@
-"""The zero-downtime swap of one app, in the order of DESIGN.md section 2.
+"""The zero-downtime swap of one app, in the order of docs/ARCHITECTURE.md, section 2.
 
-pull -> start beside the old -> health gate -> switch (Caddy: [new, old], lb_policy first)
+pull -> start beside the old -> health gate -> switch (route [new, old]: every new request goes to new)
 -> measured drain of the old -> route [new] only -> probation (the old stays running, unrouted, and
 takes the traffic back if the new one dies or turns unhealthy) -> stop and remove the old.
 
@@ -50,6 +50,10 @@ class Runtime(Protocol):
 
 
 class Router(Protocol):
+    # Seconds after route() returns until every new request takes the new route (Caddy caches the
+    # answer of zdd dns that long); the old container may still get requests until then.
+    switch_delay: float
+
     def route(self, app: AppConfig, addresses: Sequence[str]) -> None: ...
     def in_flight(self, address: str) -> int | None: ...
 
@@ -222,8 +226,9 @@ class Swap:
         try:
             self.router.route(app, [old.address])
         except ZddError as err:
-            # The snippet file already names the old container: Caddy routes there once it is back.
-            log.warning("%s: Caddy did not take the route back to %s yet (%s)", what, old.tag, err)
+            # routes.toml already names the old container: zdd dns answers it once it is back.
+            log.warning("%s: the route back to %s is not confirmed yet (%s)", what, old.tag, err)
+        self._wait(self.router.switch_delay)  # requests sent meanwhile may still reach the new one
         self._ticking(lambda: self.runtime.stop(new.container_id, app.stop_timeout), app.stop_timeout)
         self._ticking(lambda: self.runtime.remove(new.container_id), 0)
         raise PermanentError(
@@ -307,7 +312,12 @@ class Swap:
             # file must say so too before the new container goes away.
             self._restore_route(app, current)
             raise
-        log.info("%s: switched: Caddy sends new requests to %s", what, new.address)
+        log.info(
+            "%s: switched: Caddy sends every new request to %s within %s",
+            what,
+            new.address,
+            human_duration(self.router.switch_delay),
+        )
 
     def _restore_route(self, app: AppConfig, current: Running | None) -> None:
         try:
@@ -318,6 +328,9 @@ class Swap:
     def _drain(self, app: AppConfig, old: Running, what: str) -> None:
         started = self.clock.monotonic()
         deadline = started + app.drain_timeout
+        # Until Caddy has asked zdd dns again, a new request may still go to the old container: a zero
+        # reading before then proves nothing.
+        settled = started + self.router.switch_delay
         quiet, reported = 0, None
         while True:
             try:
@@ -328,7 +341,9 @@ class Swap:
             if in_flight is not None and in_flight >= 0 and in_flight != reported:
                 reported = in_flight
                 self.status(f"{what}: draining {old.tag} ({in_flight} in flight)")
-            if in_flight is None or in_flight == 0:
+            if self.clock.monotonic() < settled:
+                quiet = 0
+            elif in_flight is None or in_flight == 0:
                 quiet += 1
                 if quiet >= DRAIN_QUIET_READS:
                     log.info("%s: drained %s in %.2fs", what, old.container_name, self.clock.monotonic() - started)
@@ -346,6 +361,12 @@ class Swap:
                 return
             self.tick()
             self.clock.sleep(DRAIN_POLL)
+
+    def _wait(self, seconds: float) -> None:
+        until = self.clock.monotonic() + seconds
+        while self.clock.monotonic() < until:
+            self.tick()
+            self.clock.sleep(min(DRAIN_POLL, until - self.clock.monotonic()))
 
     def _discard(self, app: AppConfig, new: Container, what: str) -> None:
         """Remove a new container that never went live; the old one was never touched."""

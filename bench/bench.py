@@ -24,6 +24,7 @@ from tests.support import images
 from tests.support.agent_process import AgentProcess, remove_app_containers, write_config
 from tests.support.caddy_server import CaddyServer
 from tests.support.load import LoadClient
+from tests.support.net import free_udp_port
 from zdd.host import reload_safety_problem
 
 HERE = Path(__file__).resolve().parent
@@ -88,21 +89,23 @@ def first_serving(load: LoadClient, t0: float, body: str) -> float:
 
 @contextlib.contextmanager
 def zdd_stack(
-    client, caddy_binary: str, workdir: Path, network: str, probation: str = "0s"
+    client, caddy_binary: str, workdir: Path, network: str, probation: str = "0s", **app_keys: object
 ) -> Iterator[tuple[CaddyServer, AgentProcess]]:
-    """Caddy and `zdd run` for the example app, started in the order a server needs (the agent writes
-    the snippet the Caddyfile imports), and everything removed afterwards."""
+    """Caddy, `zdd dns` and `zdd run` for the example app, started in the order a server needs (the
+    agent writes the snippet the Caddyfile imports), and everything removed afterwards."""
     state = workdir / "state"
     state.mkdir()
-    caddy = CaddyServer(caddy_binary, workdir, state / "caddy" / "web.caddy")
+    snippet = workdir / "state-caddy" / "web.caddy"  # the default snippet dir: beside the state dir
+    caddy = CaddyServer(caddy_binary, workdir, snippet)
     # The benchmark runs without probation: the recipe has none, and "done" would otherwise include the
     # time the old container waits, unrouted, after zdd has finished everything the recipe does.
-    app = {"image": images.REPOSITORY, "port": 8080, "health_path": "/up", "probation": probation}
-    config = write_config(workdir / "zdd.toml", state, caddy.admin, caddy.caddyfile, network, {"web": app})
+    app = {"image": images.REPOSITORY, "port": 8080, "health_path": "/up", "probation": probation, **app_keys}
+    resolver = f"127.0.0.1:{free_udp_port()}"
+    config = write_config(workdir / "zdd.toml", state, caddy.admin, caddy.caddyfile, network, {"web": app}, resolver)
     agent = AgentProcess(config, state, workdir)
     agent.start(wait_ready=False)
     try:
-        wait(lambda: (state / "caddy" / "web.caddy").exists())
+        wait(snippet.exists)
         caddy.start()
         agent.notify.wait_for("READY=1")
         yield caddy, agent
@@ -188,7 +191,10 @@ def main() -> None:
     for run in (bench_zdd, bench_bash):
         with tempfile.TemporaryDirectory() as tmp:
             results.append(run(client, args.caddy, Path(tmp), args.steady))
-    print(f"\none deploy v1 -> v2 under load (Caddy {version}; 2 keep-alive, 2 new-connection, 3 slow clients)")
+    print(
+        f"\none deploy v1 -> v2 under load (Caddy {version}; 2 keep-alive GET, 2 keep-alive POST, "
+        "2 new-connection, 3 slow clients; nothing retried)"
+    )
     header = (
         f"{'':13}{'sent':>7}{'failed':>8}{'p50 before':>12}{'p99 before':>12}{'p50 during':>12}"
         f"{'p99 during':>12}{'to serving':>12}{'to old gone':>13}{'to done':>10}"

@@ -18,8 +18,7 @@ import pytest
 from tests.support import images
 from tests.support.agent_process import AgentProcess, remove_app_containers, write_config
 from tests.support.caddy_server import CaddyServer
-from tests.support.net import free_port, wait_for_port
-from zdd.host import reload_safety_problem
+from tests.support.net import free_port, free_udp_port, wait_for_port
 
 DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 CADDY_BINARIES = {
@@ -36,13 +35,6 @@ def docker_client():
     except Exception as err:
         pytest.fail(f"integration tests need a running dockerd at {DOCKER_HOST} ({err}); .ci/run starts one")
     return client
-
-
-@pytest.fixture(scope="session", autouse=True)
-def host_ready_for_reloads():
-    problem = reload_safety_problem()
-    if problem:
-        pytest.fail(f"{problem}. .ci/run sets it; by hand: sysctl -w net.ipv4.tcp_migrate_req=1")
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +75,9 @@ class Stack:
         self.state_dir = workdir / "state"
         self.state_dir.mkdir()
         self.network = f"zdd-it-{secrets.token_hex(3)}"
-        self.caddy = CaddyServer(caddy_binary, workdir, self.state_dir / "caddy" / "web.caddy")
+        self.resolver = f"127.0.0.1:{free_udp_port()}"  # where this stack's zdd dns answers Caddy
+        self.snippet = workdir / "state-caddy" / "web.caddy"  # the default: beside the state dir
+        self.caddy = CaddyServer(caddy_binary, workdir, self.snippet)
         self.config_path = workdir / "zdd.toml"
         self.agent = AgentProcess(self.config_path, self.state_dir, workdir)
         self.configure()
@@ -112,14 +106,14 @@ class Stack:
             self.caddy.caddyfile,
             self.network,
             {"web": app},
+            self.resolver,
             **(top or {}),
         )
 
     def start(self, watchdog_usec: int | None = None) -> "Stack":
         # The agent first: it writes the snippet the Caddyfile imports (Caddy refuses a missing import).
         self.agent.start(wait_ready=False, watchdog_usec=watchdog_usec)
-        deadline_snippet = self.state_dir / "caddy" / "web.caddy"
-        wait_file(deadline_snippet)
+        wait_file(self.snippet)
         self.caddy.start()
         self.agent.notify.wait_for("READY=1", timeout=60)
         return self
@@ -128,7 +122,8 @@ class Stack:
         return self.agent.cli("deploy", tag, "--wait", "--timeout", str(timeout), timeout=timeout + 10)
 
     def containers(self) -> list:
-        return self.docker.containers.list(all=True, filters={"label": "zdd.app=web"})
+        # ignore_removed: the agent may remove one between the list and its inspection
+        return self.docker.containers.list(all=True, filters={"label": "zdd.app=web"}, ignore_removed=True)
 
     def close(self) -> None:
         self.agent.close()

@@ -40,8 +40,10 @@ def test_a_pull_is_refused_before_it_starts_when_the_disk_is_too_full(stack, reg
 
 
 @ONLY_DEBIAN_CADDY
-def test_caddy_gone_at_the_switch_fails_safely_and_the_agent_recovers_by_itself(stack):
-    stack.configure(health_successes=20)
+def test_caddy_gone_during_a_deploy_does_not_stop_it_and_caddy_comes_back_on_the_new_version(stack):
+    # The switch changes what zdd dns answers; Caddy's config is not involved. With Caddy down the drain
+    # cannot be measured, so zdd waits out drain_timeout (nothing can be in flight through a dead Caddy).
+    stack.configure(health_successes=20, drain_timeout="3s")
     stack.start()
     assert stack.deploy("v1").returncode == 0
     with LoadClient(stack.caddy.port, slow_workers=1) as load:
@@ -52,24 +54,19 @@ def test_caddy_gone_at_the_switch_fails_safely_and_the_agent_recovers_by_itself(
         )
         down = time.monotonic()
         stack.caddy.stop()  # the site is down: that is the fault itself
-        wait_until(lambda: "trying it once more once that answers" in stack.agent.log, 30, "the failure")
-        assert "Caddy admin API" in stack.agent.log
-        # The old route is on disk again and v2's container is gone: nothing half-done waits for Caddy.
-        assert [c.labels["zdd.tag"] for c in stack.containers()] == ["v1"]
-        stack.caddy.start()  # reads the snippet zdd restored: the old route
+        wait_until(lambda: [c.labels["zdd.tag"] for c in stack.containers()] == ["v2"], 60, "v1 stopped, v2 alone")
+        assert "cannot read Caddy's in-flight count" in stack.agent.log
+        assert "drain timeout 3s reached" in stack.agent.log
+        stack.caddy.start()  # the Caddyfile as it was: the snippet names zdd dns, which answers v2
         up = time.monotonic()
-        # Caddy answers: the agent converges, then tries v2 once more, which lands. No restart of its own.
-        wait_until(lambda: stack.caddy.get() == (200, "v2"), 30, "v2 tried again and live")
-        recovered = time.monotonic()
+        stack.caddy.wait_serving("v2")
         assert stack.deploy("v3").returncode == 0
         stack.caddy.wait_serving("v3")
         time.sleep(1)
     failed_outside_the_outage = [r for r in load.failures if not down <= r.ended <= up + 0.5]
     assert failed_outside_the_outage == [], load.summary()
-    assert not [r for r in load.results if r.started > recovered and not r.ok]
-    (entry,) = [e for e in StateStore(stack.state_dir).load().history if e.tag == "v2"]
-    assert entry.result == "succeeded" and entry.attempts == 1, entry
-    assert [c.labels["zdd.tag"] for c in stack.containers()] == ["v3"]
+    history = {e.tag: e.result for e in StateStore(stack.state_dir).load().history}
+    assert history == {"v1": "succeeded", "v2": "succeeded", "v3": "succeeded"}, history
 
 
 @ONLY_DEBIAN_CADDY
@@ -105,21 +102,18 @@ def test_a_container_restarted_on_another_ip_is_followed_by_caddy(stack, docker_
 
 
 @ONLY_DEBIAN_CADDY
-def test_caddy_refusing_the_config_fails_the_deploy_and_v1_keeps_serving(stack):
+def test_an_unloadable_caddyfile_edit_does_not_stop_a_deploy(stack):
+    # An operator's broken edit of the Caddyfile, not reloaded yet. Caddy runs the config it has; zdd's
+    # switch changes only zdd dns's answer, so the deploy lands, and zdd never pushes the broken file.
     stack.start()
     assert stack.deploy("v1").returncode == 0
     good = stack.caddy.caddyfile.read_text()
-    stack.caddy.caddyfile.write_text(good + "\nthis is not a directive {\n")  # an operator's bad edit
+    stack.caddy.caddyfile.write_text(good + "\nthis is not a directive {\n")
     with LoadClient(stack.caddy.port, slow_workers=1) as load:
         time.sleep(1)
-        result = stack.deploy("v2")
-        assert result.returncode == 1
-        assert "Caddy admin API POST /load: HTTP 400" in result.stderr, result.stderr
-        assert stack.caddy.get() == (200, "v1") and [c.labels["zdd.tag"] for c in stack.containers()] == ["v1"]
-        stack.caddy.caddyfile.write_text(good)  # fixed: the next deploy goes through
         assert stack.deploy("v2").returncode == 0
         stack.caddy.wait_serving("v2")
         time.sleep(1)
     assert_no_failures(stack, load)
-    (failed, succeeded) = [e for e in StateStore(stack.state_dir).load().history if e.tag == "v2"]
-    assert failed.result == "failed" and succeeded.result == "succeeded"
+    assert "POST /load" not in stack.agent.log
+    assert stack.caddy.log.read_text().count('"load complete"') == 1  # the first deploy's, before the load

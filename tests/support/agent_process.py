@@ -4,16 +4,27 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
 
 import docker
 import tomli_w
 
+from zdd import dns
+
 from .notify import NotifySocket
 
 
 def write_config(
-    path: Path, state_dir: Path, caddy_admin: str, caddyfile: Path, network: str, apps: dict[str, dict], **top: object
+    path: Path,
+    state_dir: Path,
+    caddy_admin: str,
+    caddyfile: Path,
+    network: str,
+    apps: dict[str, dict],
+    resolver: str,
+    **top: object,
 ) -> Path:
     path.write_text(
         tomli_w.dumps(
@@ -21,12 +32,53 @@ def write_config(
                 "state_dir": str(state_dir),
                 "network": network,
                 **top,
-                "caddy": {"admin": caddy_admin, "caddyfile": str(caddyfile)},
+                "caddy": {"admin": caddy_admin, "caddyfile": str(caddyfile), "resolver": resolver},
                 "apps": apps,
             }
         )
     )
     return path
+
+
+class ResolverProcess:
+    """A real `zdd dns`, as zdd-dns.service runs it: it outlives restarts and kills of the agent."""
+
+    def __init__(self, config: Path, workdir: Path):
+        self.config, self.workdir = config, workdir
+        self.process: subprocess.Popen | None = None
+        self.log_path = workdir / "dns.log"
+
+    @property
+    def address(self) -> str:
+        return tomllib.loads(self.config.read_text())["caddy"]["resolver"]
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "NOTIFY_SOCKET")}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "zdd", "--config", str(self.config), "dns"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                dns.resolve(self.address, "probe.zdd.internal.", timeout=0.2)
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"zdd dns did not answer at {self.address}: {self.log}") from None
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 class AgentProcess:
@@ -36,11 +88,14 @@ class AgentProcess:
         self.notify: NotifySocket | None = None
         self.log_path = workdir / "agent.log"
         self.starts = 0
+        self.resolver = ResolverProcess(config, workdir)  # started with the agent, stopped by close()
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "zdd", "--config", str(self.config), *args]
 
     def start(self, wait_ready: bool = True, watchdog_usec: int | None = None) -> None:
+        if self.resolver.process is None:
+            self.resolver.start()
         self.starts += 1
         if self.notify:
             self.notify.close()
@@ -81,6 +136,7 @@ class AgentProcess:
 
     def close(self) -> None:
         self.stop()
+        self.resolver.stop()
         if self.notify:
             self.notify.close()
 
@@ -98,7 +154,7 @@ class AgentProcess:
 
 def remove_app_containers(client: docker.DockerClient, network: str, app: str = "web") -> None:
     """After a test, demo or benchmark: the app's containers and zdd's network go."""
-    for container in client.containers.list(all=True, filters={"label": f"zdd.app={app}"}):
+    for container in client.containers.list(all=True, filters={"label": f"zdd.app={app}"}, ignore_removed=True):
         container.remove(force=True)
     for net in client.networks.list(names=[network]):
         net.remove()

@@ -7,6 +7,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from zdd import dns
+from zdd.caddy import json_objects
+
 from .net import free_port, http_get, wait_for_port
 
 CADDYFILE = """{{
@@ -77,10 +80,22 @@ class CaddyServer:
         return http_get(self.port, path)
 
     def routed(self) -> set[str]:
-        """The upstream addresses Caddy's running config proxies to, from its admin API."""
+        """The addresses Caddy's running config proxies to: static upstreams as they are, and dynamic
+        `a` upstreams as the resolver named in that config answers them now (what Caddy will dial)."""
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"http://{self.admin}/reverse_proxy/upstreams", timeout=5) as response:
-            return {upstream["address"] for upstream in json.loads(response.read())}
+        with opener.open(f"http://{self.admin}/config/", timeout=5) as response:
+            config = json.loads(response.read())
+        addresses = set()
+        for handler in json_objects(config):
+            if handler.get("handler") != "reverse_proxy":
+                continue
+            addresses |= {upstream["dial"] for upstream in handler.get("upstreams", [])}
+            source = handler.get("dynamic_upstreams")
+            if source and source.get("source") == "a":
+                resolver = source["resolver"]["addresses"][0].removeprefix("udp/")
+                for ip in dns.resolve(resolver, source["name"]) or []:
+                    addresses.add(f"{ip}:{source['port']}")
+        return addresses
 
     def version(self) -> str:
         out = subprocess.run([self.binary, "version"], capture_output=True, text=True, check=True).stdout
@@ -106,3 +121,4 @@ class CaddyServer:
                 return
             time.sleep(0.1)
         raise AssertionError(f"Caddy does not serve {body!r} after {timeout}s; last answer {last}")
+

@@ -95,6 +95,7 @@ class FakeRouter:
     in_flight_by_address: dict[str, list[int]] = field(default_factory=dict)  # readings, consumed in order
     fail_route: Exception | None = None
     routes: list[list[str]] = field(default_factory=list)
+    switch_delay: float = 0.0
 
     def route(self, app: AppConfig, addresses: Sequence[str]) -> None:
         self.log.append(f"route {' '.join(addresses) or '(none)'}")

@@ -34,13 +34,23 @@ def test_minimal_config_from_the_readme():
     app = config.apps["web"]
     assert (app.image, app.port, app.health_path, app.pull) == ("registry.example.com/acme/web", 8080, "/up", "missing")
     assert config.queue_path == Path("/var/lib/zdd/queue")
-    assert config.snippet_path("web") == Path("/var/lib/zdd/caddy/web.caddy")
+    assert config.snippet_path("web") == Path("/var/lib/zdd-caddy/web.caddy")  # the package's, readable by Caddy
 
 
-def test_snippet_dir_defaults_to_the_state_dir_and_can_move():
+@pytest.mark.parametrize(
+    ("state_dir", "snippet_dir", "expected"),
+    [
+        ("/var/lib/zdd", None, "/var/lib/zdd-caddy/web.caddy"),  # beside the 0750 state dir
+        ("/srv/zdd/state", None, "/srv/zdd/state-caddy/web.caddy"),
+        ("/var/lib/zdd", "/etc/caddy/zdd", "/etc/caddy/zdd/web.caddy"),
+    ],
+)
+def test_snippet_dir_defaults_to_beside_the_state_dir_and_can_move(state_dir, snippet_dir, expected):
     data = tomllib.loads(MINIMAL)
-    data["caddy"]["snippet_dir"] = "/var/lib/zdd-caddy"
-    assert parse_config(data).snippet_path("web") == Path("/var/lib/zdd-caddy/web.caddy")
+    data["state_dir"] = state_dir
+    if snippet_dir:
+        data["caddy"]["snippet_dir"] = snippet_dir
+    assert parse_config(data).snippet_path("web") == Path(expected)
 
 
 def test_durations_and_optional_keys():

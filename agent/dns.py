@@ -1,0 +1,163 @@
+"""The DNS side of the switch: Caddy asks zdd, not its config, which container serves an app.
+
+Every Caddy config load replaces Caddy's HTTP server and closes its idle client connections: a
+request sent on one at that moment fails (docs/ARCHITECTURE.md, "Why the switch is not a reload").
+So the app's snippet names a dynamic upstream (`dynamic a NAME PORT`, Caddy 2.6+) resolved by
+`zdd dns` on loopback, and a switch only changes the answer. The responder understands just what
+Go's resolver asks: one question, class IN; A gets the route's addresses, AAAA gets none.
+
+The pure parts (`parse_query`, `build_answer`, `answer`) are table-tested; `serve` is the loop
+`zdd dns` runs on the socket systemd passes it (or one it binds), and `resolve` is the client zdd's
+agent and `zdd check` use to see what Caddy will be told.
+"""
+
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger("zdd.dns")
+
+TYPE_A, TYPE_AAAA, CLASS_IN = 1, 28, 1
+RCODE_OK, RCODE_FORMERR, RCODE_NXDOMAIN, RCODE_NOTIMP = 0, 1, 3, 4
+_HEADER = struct.Struct(">HHHHHH")
+# QR (a response), AA (we are the authority: Go calls an answer without AA or RA a lame referral), RA.
+_RESPONSE_FLAGS = 0x8000 | 0x0400 | 0x0080
+_RD = 0x0100  # recursion desired: echoed back as asked
+TTL = 1  # Caddy ignores it (its own `refresh` decides); 1 s keeps any other cache honest
+MAX_PACKET = 512
+
+
+@dataclass(frozen=True)
+class Query:
+    ident: int
+    flags: int
+    name: str  # lower case, with the trailing dot: "web.p8080.ab12cd34.zdd.internal."
+    qtype: int
+    qclass: int
+    question: bytes  # the question section as sent, echoed in the answer
+
+
+def parse_query(packet: bytes) -> Query | None:
+    """One standard query with one question; None for anything else (it is dropped unanswered)."""
+    if len(packet) < _HEADER.size:
+        return None
+    ident, flags, qdcount, _ancount, _nscount, _arcount = _HEADER.unpack_from(packet)
+    if flags & 0x8000 or (flags >> 11) & 0xF != 0 or qdcount != 1:
+        return None  # a response, another opcode, or not exactly one question
+    labels, offset = [], _HEADER.size
+    while True:
+        if offset >= len(packet):
+            return None
+        length = packet[offset]
+        offset += 1
+        if length == 0:
+            break
+        if length > 63 or offset + length > len(packet):
+            return None  # compression pointers do not belong in a question
+        labels.append(packet[offset : offset + length])
+        offset += length
+    if offset + 4 > len(packet):
+        return None
+    qtype, qclass = struct.unpack_from(">HH", packet, offset)
+    offset += 4
+    try:
+        name = ".".join(label.decode("ascii") for label in labels).lower() + "."
+    except UnicodeDecodeError:
+        return None
+    return Query(ident, flags, name, qtype, qclass, packet[_HEADER.size : offset])
+
+
+def build_answer(query: Query, rcode: int, addresses: Sequence[str] = ()) -> bytes:
+    """The response: the question echoed, then one A record per IPv4 address (name by pointer)."""
+    flags = _RESPONSE_FLAGS | (query.flags & _RD) | rcode
+    records = b"".join(
+        b"\xc0\x0c" + struct.pack(">HHIH", TYPE_A, CLASS_IN, TTL, 4) + ipaddress.IPv4Address(ip).packed
+        for ip in addresses
+    )
+    return _HEADER.pack(query.ident, flags, 1, len(addresses), 0, 0) + query.question + records
+
+
+def answer(packet: bytes, lookup: Callable[[str], list[str] | None]) -> bytes | None:
+    """The reply to one query. `lookup(name)` gives the IPv4 addresses for a name zdd knows, or None."""
+    query = parse_query(packet)
+    if query is None:
+        return None
+    if query.qclass != CLASS_IN:
+        return build_answer(query, RCODE_NOTIMP)
+    addresses = lookup(query.name)
+    if addresses is None:
+        return build_answer(query, RCODE_NXDOMAIN)
+    # A known name: A records for A, and "no data" for AAAA and the rest, so that Go's parallel
+    # A + AAAA lookup ends at once with the IPv4 answer.
+    return build_answer(query, RCODE_OK, addresses if query.qtype == TYPE_A else [])
+
+
+def serve(sock: socket.socket, lookup: Callable[[str], list[str] | None]) -> None:
+    """Answer queries on a UDP socket until the process ends. One thread: each answer is a few µs."""
+    while True:
+        try:
+            packet, peer = sock.recvfrom(MAX_PACKET)
+        except InterruptedError:
+            continue
+        reply = answer(packet, lookup)
+        if reply is None:
+            log.debug("dns: dropped a malformed packet from %s", peer)
+            continue
+        try:
+            sock.sendto(reply, peer)
+        except OSError as err:
+            log.debug("dns: cannot answer %s: %s", peer, err)
+
+
+def systemd_socket() -> socket.socket | None:
+    """The datagram socket systemd passed (zdd-dns.socket), if any: it outlives restarts of zdd dns,
+    so Caddy's lookups wait for the new process instead of being refused."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
+        return None
+    return socket.socket(fileno=3)
+
+
+def bind(address: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host.strip("[]"), int(port)))
+    return sock
+
+
+def resolve(address: str, name: str, timeout: float = 1.0) -> list[str] | None:
+    """Ask the responder at HOST:PORT for NAME's A records, as Caddy will. None: no such name.
+
+    Raises OSError (TimeoutError included) when nothing answers."""
+    host, _, port = address.rpartition(":")
+    ident = secrets.randbits(16)
+    question = b"".join(bytes([len(part)]) + part.encode("ascii") for part in name.rstrip(".").split(".")) + b"\0"
+    packet = _HEADER.pack(ident, _RD, 1, 0, 0, 0) + question + struct.pack(">HH", TYPE_A, CLASS_IN)
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((host.strip("[]"), int(port)))
+        sock.send(packet)
+        while True:
+            reply = sock.recv(MAX_PACKET)
+            if len(reply) >= _HEADER.size and _HEADER.unpack_from(reply)[0] == ident:
+                break
+    _ident, flags, _qd, ancount, _ns, _ar = _HEADER.unpack_from(reply)
+    if flags & 0xF == RCODE_NXDOMAIN:
+        return None
+    if flags & 0xF != RCODE_OK:
+        raise OSError(f"DNS answer with rcode {flags & 0xF}")
+    # Our own answers only: the question as sent, then fixed-size A records.
+    offset = _HEADER.size + len(question) + 4
+    addresses = []
+    for _ in range(ancount):
+        rtype, _class, _ttl, length = struct.unpack_from(">HHIH", reply, offset + 2)
+        if rtype == TYPE_A and length == 4:
+            addresses.append(str(ipaddress.IPv4Address(reply[offset + 12 : offset + 16])))
+        offset += 12 + length
+    return addresses

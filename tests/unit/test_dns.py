@@ -1,0 +1,140 @@
+"""zdd dns: the wire format Go's resolver speaks, the route table's names, and a real UDP round trip."""
+
+import socket
+import struct
+import threading
+
+import pytest
+
+from zdd import dns
+from zdd.routes import LiveRoutes, RouteFile, RouteTable, upstream_name
+
+TABLE = RouteTable(
+    "ab12cd34",
+    {
+        "web": ["172.20.0.6:8080", "172.20.0.5:8080"],  # new first, old draining
+        "api": ["172.20.0.9:9090", "172.20.0.7:8000"],  # a port change: each name its own port
+    },
+)
+
+
+def query(name: str, qtype: int = dns.TYPE_A, qclass: int = dns.CLASS_IN, flags: int = 0x0100, ident=0x1234) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    return struct.pack(">HHHHHH", ident, flags, 1, 0, 0, 0) + labels + struct.pack(">HH", qtype, qclass)
+
+
+def header(packet: bytes) -> dict[str, int]:
+    ident, flags, qd, an, ns, ar = struct.unpack(">HHHHHH", packet[:12])
+    return {
+        "id": ident,
+        "qr": flags >> 15,
+        "aa": (flags >> 10) & 1,
+        "rd": (flags >> 8) & 1,
+        "rcode": flags & 0xF,
+        "qd": qd,
+        "an": an,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("web.p8080.ab12cd34.zdd.internal.", ["172.20.0.6"]),  # the first address of the port only
+        ("WEB.P8080.AB12CD34.ZDD.INTERNAL.", ["172.20.0.6"]),  # DNS names are case-insensitive
+        ("api.p9090.ab12cd34.zdd.internal.", ["172.20.0.9"]),
+        ("api.p8000.ab12cd34.zdd.internal.", ["172.20.0.7"]),  # the old config's name, while it drains
+        ("web.p9090.ab12cd34.zdd.internal.", None),  # no address on that port
+        ("web.p8080.otherone.zdd.internal.", None),  # another agent's name
+        ("web.p8080.ab12cd34.zdd.example.", None),
+        ("db.p5432.ab12cd34.zdd.internal.", None),
+        ("web.8080.ab12cd34.zdd.internal.", None),
+        ("zdd.internal.", None),
+    ],
+)
+def test_route_table_lookup(name, expected):
+    assert TABLE.lookup(name) == expected
+
+
+def test_upstream_name_round_trips_through_lookup():
+    assert upstream_name("web", 8080, "ab12cd34") == "web.p8080.ab12cd34.zdd.internal."
+    assert TABLE.names("api") == {
+        "api.p9090.ab12cd34.zdd.internal.": ["172.20.0.9"],
+        "api.p8000.ab12cd34.zdd.internal.": ["172.20.0.7"],
+    }
+    assert TABLE.with_route("web", []).apps.keys() == {"api"}
+
+
+@pytest.mark.parametrize(
+    ("packet", "expected"),
+    [
+        # (what comes in, (rcode, answer count)) ; None: dropped unanswered
+        (query("web.p8080.ab12cd34.zdd.internal."), (dns.RCODE_OK, 1)),
+        (query("web.p8080.ab12cd34.zdd.internal.", qtype=dns.TYPE_AAAA), (dns.RCODE_OK, 0)),  # no data
+        (query("web.p8080.ab12cd34.zdd.internal.", qtype=16), (dns.RCODE_OK, 0)),  # TXT: no data
+        (query("nothing.zdd.internal."), (dns.RCODE_NXDOMAIN, 0)),
+        (query("web.p8080.ab12cd34.zdd.internal.", qclass=3), (dns.RCODE_NOTIMP, 0)),  # CHAOS
+        (query("web.p8080.ab12cd34.zdd.internal.")[:-2], None),  # truncated question
+        (query("web.p8080.ab12cd34.zdd.internal.", flags=0x8000), None),  # a response, not a query
+        (query("web.p8080.ab12cd34.zdd.internal.", flags=0x2800), None),  # opcode UPDATE
+        (b"\x12\x34\x01", None),  # shorter than a header
+        (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01", None),  # a pointer
+        (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05ab", None),  # label runs past the end
+        (b"\x12\x34\x01\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01", None),  # two questions
+        (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x02\xff\xfe\x00\x00\x01\x00\x01", None),  # not ASCII
+    ],
+)
+def test_answers_what_go_asks_and_drops_the_rest(packet, expected):
+    reply = dns.answer(packet, TABLE.lookup)
+    if expected is None:
+        assert reply is None
+        return
+    h = header(reply)
+    assert (h["rcode"], h["an"]) == expected
+    assert (h["id"], h["qr"], h["aa"], h["rd"], h["qd"]) == (0x1234, 1, 1, 1, 1)
+    assert reply[12 : len(packet)] == packet[12:]  # the question, echoed
+
+
+def test_a_query_with_an_edns0_record_is_answered():
+    # Go 1.21+ adds an OPT record to every query; it must not make the query look malformed.
+    opt = b"\x00" + struct.pack(">HHIH", 41, 1232, 0, 0)
+    packet = bytearray(query("web.p8080.ab12cd34.zdd.internal.") + opt)
+    packet[11] = 1  # ARCOUNT
+    reply = dns.answer(bytes(packet), TABLE.lookup)
+    assert header(reply)["an"] == 1
+    assert reply.endswith(socket.inet_aton("172.20.0.6"))
+
+
+@pytest.fixture
+def responder(tmp_path):
+    """zdd dns's loop on a real UDP socket, answering from a real routes.toml."""
+    routes = RouteFile(tmp_path / "routes.toml")
+    routes.save(TABLE)
+    sock = dns.bind("127.0.0.1:0")
+    address = f"127.0.0.1:{sock.getsockname()[1]}"
+    threading.Thread(target=dns.serve, args=(sock, LiveRoutes(routes.path).lookup), daemon=True).start()
+    yield address, routes
+    sock.close()
+
+
+def test_round_trip_and_a_switch_is_one_file_replace(responder):
+    address, routes = responder
+    assert dns.resolve(address, "web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.6"]
+    assert dns.resolve(address, "db.p1.ab12cd34.zdd.internal.") is None
+    routes.save(TABLE.with_route("web", ["172.20.0.5:8080"]))  # route back
+    assert dns.resolve(address, "web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.5"]
+
+
+def test_a_broken_routes_file_keeps_the_last_good_answer(responder, caplog):
+    address, routes = responder
+    assert dns.resolve(address, "web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.6"]
+    routes.path.write_text("this is [not toml")
+    assert dns.resolve(address, "web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.6"]
+    assert "answering from the last good table" in caplog.text
+
+
+def test_nothing_listening_is_an_oserror():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(OSError):
+        dns.resolve(f"127.0.0.1:{port}", "web.p8080.ab12cd34.zdd.internal.", timeout=0.5)
