@@ -185,8 +185,14 @@ class Agent:
     # --- the queue ---------------------------------------------------------------------------------
     def take_queue(self) -> None:
         repositories = self.config.repositories()
-        dropped = self.drop.take()
-        entries = self.queue.claim() + [entry for _, entry in dropped]
+        entries = self.queue.claim()
+        try:
+            dropped = self.drop.take()
+        except OSError as err:  # the drop directory itself is unusable: the queue file still works
+            log.error("queue: cannot read %s: %s; will retry", self.drop.directory, err)
+            dropped = []
+        # Newest wins across both inputs: in the order they were written, not the order they were read.
+        entries = sorted(entries + [entry for _, entry in dropped], key=lambda entry: entry.written_at)
         changed = self.state.queue_offsets != self.queue.offsets() or bool(dropped)
         self.state.queue_offsets = self.queue.offsets()  # saved with the requests below, in one write
         for entry in entries:

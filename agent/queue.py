@@ -6,12 +6,18 @@ the claimed file or in the new queue, never nowhere. A writer that opened the qu
 exchange writes into the claimed file; zdd keeps reading a claimed file for CLAIM_GRACE seconds.
 Claimed files are named .claim-* in the state dir, so a restart finds what a crash left unread; how far
 each was read is saved with the requests it held (see offsets()), so a restart reads nothing twice.
+
+Only whole lines are taken: a writer may emit `web v4` and `2\n` in two writes. A last line without a
+newline (`echo -n v2 > queue`) counts once nobody has written to the claim for LINE_QUIET seconds. A line
+longer than MAX_LINE_BYTES (no tag is) is skipped through its newline with one log line; the lines of
+other writers around it are kept.
 """
 
 import ctypes
 import errno
 import logging
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -25,7 +31,9 @@ log = logging.getLogger("zdd.queue")
 
 CLAIM_PREFIX = ".claim-"
 CLAIM_GRACE = 5.0  # seconds a claimed file is kept for writers that opened the queue before the claim
-MAX_CLAIM_BYTES = 64 * 1024  # more than any honest batch of tags; the rest of a huge write is dropped
+READ_CHUNK = 64 * 1024
+MAX_LINE_BYTES = 4096  # a reference is at most a few hundred bytes; longer lines are refused unread
+LINE_QUIET = 1.0  # seconds without a write before a last line without newline counts as finished
 QUEUE_MODE = 0o660  # root and group zdd write; nobody else
 
 _RENAME_EXCHANGE = 2
@@ -63,11 +71,14 @@ def create_queue_file(path: Path, mode: int = QUEUE_MODE) -> Path:
 
 @dataclass
 class Claim:
-    """One claimed file: read up to `offset`; removed once quiet for CLAIM_GRACE."""
+    """One claimed file: taken up to `offset`; removed once quiet for CLAIM_GRACE."""
 
     path: Path
     offset: int = 0
-    claimed_at: float = field(default_factory=time.monotonic)
+    claimed_at: float = field(default_factory=time.monotonic)  # last time a line was taken from it
+    size: int = -1  # the size last seen, and when it last changed: how long the writers have been quiet
+    changed_at: float = field(default_factory=time.monotonic)
+    skipping: bool = False  # inside an oversize line: dropped through its newline
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,8 @@ class Entry:
     line: str
     claimed_at: float  # epoch seconds
     uid: int = -1  # who asked, as the kernel knows it (the owner of a dropped request); -1: the queue file
+    # When it was written, as far as the file says (its mtime): newest wins across the queue and the drop.
+    written_at: float = 0.0
 
 
 class QueueFile:
@@ -131,29 +144,59 @@ class QueueFile:
 
     def _read_new(self, claim: Claim) -> list[Entry]:
         try:
-            with open(claim.path, "rb") as f:
-                f.seek(claim.offset)
-                data = f.read(MAX_CLAIM_BYTES + 1)
+            f = open(claim.path, "rb")
         except FileNotFoundError:
             self.claims.pop(claim.path, None)
             return []
-        if not data:
-            return []
-        if len(data) > MAX_CLAIM_BYTES:
-            log.error("queue: a write of more than %d bytes was refused whole (%s)", MAX_CLAIM_BYTES, claim.path.name)
-            claim.offset = os.path.getsize(claim.path)
-            return []
-        # Everything read counts, a last line without newline too (`echo -n v2 > queue`): claims follow a
-        # writer's close event, and `echo` writes its line in one write() call.
-        claim.offset += len(data)
-        claim.claimed_at = time.monotonic()
-        now = time.time()
-        return [Entry(line.decode("utf-8", errors="replace"), now) for line in data.splitlines()]
+        taken: list[bytes] = []
+        with f:
+            now = time.monotonic()
+            st = os.fstat(f.fileno())
+            size, written_at = st.st_size, st.st_mtime
+            if size != claim.size:
+                claim.size, claim.changed_at = size, now
+            f.seek(claim.offset)
+            pending = b""  # bytes after the last newline read so far
+            while chunk := f.read(READ_CHUNK):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    claim.offset += len(line) + 1
+                    if claim.skipping:
+                        claim.skipping = False  # the newline that ends an oversize line
+                    elif len(line) > MAX_LINE_BYTES:
+                        self._refuse_oversize(claim)
+                    else:
+                        taken.append(line)
+                if len(pending) > MAX_LINE_BYTES:  # still no newline: drop what is read, keep skipping
+                    if not claim.skipping:
+                        self._refuse_oversize(claim)
+                        claim.skipping = True
+                    claim.offset += len(pending)
+                    pending = b""
+            if pending and now - claim.changed_at >= LINE_QUIET:
+                claim.offset += len(pending)
+                if not claim.skipping:
+                    taken.append(pending)  # `echo -n v2 > queue`: finished, since nobody writes any more
+                claim.skipping = False
+        if taken:
+            claim.claimed_at = now
+        wall = time.time()
+        return [Entry(line.decode("utf-8", errors="replace"), wall, written_at=written_at) for line in taken]
+
+    @staticmethod
+    def _refuse_oversize(claim: Claim) -> None:
+        log.error(
+            "queue: a line of more than %d bytes was refused unread (%s, byte %d); the lines around it count",
+            MAX_LINE_BYTES,
+            claim.path.name,
+            claim.offset,
+        )
 
     def _forget_quiet_claims(self) -> None:
         now = time.monotonic()
         for path, claim in list(self.claims.items()):
-            if now - claim.claimed_at >= CLAIM_GRACE:
+            if now - max(claim.claimed_at, claim.changed_at) >= CLAIM_GRACE:
                 try:
                     if os.path.getsize(path) > claim.offset:
                         continue  # a late writer: read it first
@@ -172,40 +215,83 @@ MAX_REQUEST_BYTES = 4096
 
 
 class RequestDrop:
-    """`zdd deploy` drops one file per request in <state_dir>/requests (mode 1770: group zdd may create,
-    nobody may touch another's file). The file's owner is the requester's uid, as the kernel recorded
-    it, which a line in the shared queue file cannot tell."""
+    """`zdd deploy` drops one file per request in <state_dir>/requests. The file's owner is the requester's
+    uid, as the kernel recorded it, which a line in the shared queue file cannot tell.
+
+    The deployer (a member of group zdd), root and the agent (user zdd) are three users. The directory is
+    zdd:zdd 3770: group zdd may create files; setgid gives every file the group zdd, so the agent may read
+    it (mode 0640); sticky keeps members from removing each other's files, while the agent, the directory's
+    owner, may. A member may also drop a FIFO, a directory or a symlink to a secret: each file is opened
+    without following links and without blocking, only regular files are read, and anything else is set
+    aside (renamed *.req.rejected) with one log line, never blocking the other requests or the queue.
+    """
+
+    MODE = 0o3770
 
     def __init__(self, directory: Path):
         self.directory = directory
 
     def ensure_exists(self) -> None:
         try:
-            self.directory.mkdir(mode=0o1770)
+            self.directory.mkdir(mode=0o770)
         except FileExistsError:
-            return
-        os.chmod(self.directory, 0o1770)  # mkdir's mode passes through the umask
-        try:
-            os.chown(self.directory, -1, os.stat(self.directory.parent).st_gid)
-        except PermissionError:
             pass
+        st = os.stat(self.directory)
+        try:
+            if st.st_gid != os.stat(self.directory.parent).st_gid:
+                os.chown(self.directory, -1, os.stat(self.directory.parent).st_gid)
+            if stat.S_IMODE(st.st_mode) != self.MODE:
+                os.chmod(self.directory, self.MODE)  # also fixes a directory an older zdd made 1770
+        except PermissionError as err:
+            log.warning("queue: cannot set %s to mode %o: %s", self.directory, self.MODE, err.strerror)
 
     def take(self) -> list[tuple[Path, Entry]]:
         taken = []
         for path in sorted(self.directory.glob("*" + REQUEST_SUFFIX)):
             try:
-                with open(path, "rb") as f:
-                    owner = os.fstat(f.fileno()).st_uid
-                    data = f.read(MAX_REQUEST_BYTES + 1)
+                data, owner, written_at = self._read(path)
             except FileNotFoundError:
                 continue
-            if len(data) > MAX_REQUEST_BYTES:
-                log.error("queue: request %s of more than %d bytes refused", path.name, MAX_REQUEST_BYTES)
-                data = b""
+            except _NotARequest as err:
+                self._set_aside(path, str(err))
+                continue
             now = time.time()
             lines = data.decode("utf-8", errors="replace").splitlines() or [""]
-            taken.extend((path, Entry(line, now, owner)) for line in lines)
+            taken.extend((path, Entry(line, now, owner, written_at)) for line in lines)
         return taken
+
+    @staticmethod
+    def _read(path: Path) -> tuple[bytes, int, float]:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise _NotARequest("a symbolic link") from None
+            owner = os.lstat(path)
+            raise _NotARequest(
+                f"cannot be opened by zdd ({err.strerror}; uid {owner.st_uid}, gid {owner.st_gid}, "
+                f"mode {stat.S_IMODE(owner.st_mode):o})"
+            ) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _NotARequest(f"not a regular file ({_kind(st.st_mode)}) of uid {st.st_uid}")
+            if st.st_size > MAX_REQUEST_BYTES:
+                raise _NotARequest(f"{st.st_size} bytes from uid {st.st_uid}, more than {MAX_REQUEST_BYTES}")
+            return os.read(fd, MAX_REQUEST_BYTES + 1)[:MAX_REQUEST_BYTES], st.st_uid, st.st_mtime
+        finally:
+            os.close(fd)
+
+    def _set_aside(self, path: Path, why: str) -> None:
+        aside = path.with_name(f"{path.name}.rejected")
+        try:
+            os.rename(path, aside)
+        except OSError as err:
+            log.error("queue: request %s refused: %s; cannot set it aside (%s)", path.name, why, err.strerror)
+            return
+        log.error("queue: request %s refused: %s; set aside as %s", path.name, why, aside.name)
 
     @staticmethod
     def done(paths: list[Path]) -> None:
@@ -222,12 +308,27 @@ class RequestDrop:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
         try:
             os.write(fd, (line + "\n").encode())
-            os.fchmod(fd, 0o640)
+            os.fchmod(fd, 0o640)  # the agent reads it as a member of the file's group...
+            try:
+                os.fchown(fd, -1, os.stat(directory).st_gid)  # ...zdd (setgid gives it; this makes sure)
+            except PermissionError:
+                pass
         finally:
             os.close(fd)
         final = directory / f"{time.time_ns()}-{os.getpid()}{REQUEST_SUFFIX}"
         os.rename(tmp, final)
         return final
+
+
+class _NotARequest(Exception):
+    """A file in the request drop that zdd will not read."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file"
 
 
 class _Wake(FileSystemEventHandler):

@@ -34,9 +34,20 @@ def test_claim_takes_lines_and_leaves_an_empty_queue_with_same_mode(queue):
     assert lines(queue.claim()) == []  # read once only
 
 
-def test_line_without_newline_is_taken(queue):
-    queue.path.write_text("v3")
+def test_line_without_newline_is_taken_once_the_writer_is_quiet(queue, monkeypatch):
+    queue.path.write_text("v3")  # echo -n v3 > queue
+    assert lines(queue.claim()) == []  # a writer may still be adding to it
+    monkeypatch.setattr(queue_module, "LINE_QUIET", 0.0)
     assert lines(queue.claim()) == ["v3"]
+    assert lines(queue.claim()) == []
+
+
+def test_a_line_written_in_two_writes_is_one_line(queue):
+    queue.path.write_text("web v4")
+    assert lines(queue.claim()) == []
+    with open(next(iter(queue.claims)), "a") as late:
+        late.write("2\n")
+    assert lines(queue.claim()) == ["web v42"]
 
 
 def test_writer_holding_the_old_queue_open_is_not_lost(queue):
@@ -88,12 +99,21 @@ def test_concurrent_appenders_lose_nothing(queue):
     assert sorted(seen) == sorted(f"w{n}-{i}" for n in range(4) for i in range(50))
 
 
-def test_huge_write_is_refused_whole(queue, caplog):
-    queue.path.write_bytes(b"v" * (queue_module.MAX_CLAIM_BYTES + 10))
-    assert lines(queue.claim()) == []
-    assert "refused whole" in caplog.text
-    queue.path.write_text("v2\n")
+@pytest.mark.parametrize("size", [queue_module.MAX_LINE_BYTES + 1, 10 * 1024 * 1024])
+def test_an_oversize_line_is_refused_and_the_lines_around_it_count(queue, caplog, size):
+    queue.path.write_bytes(b"v1\n" + b"x" * size + b"\nv2\n")
+    assert lines(queue.claim()) == ["v1", "v2"]
+    assert caplog.text.count("refused unread") == 1
+    assert "xxxx" not in caplog.text  # junk is not copied into the journal
+
+
+def test_an_oversize_line_still_being_written_is_skipped_through_its_newline(queue, caplog, monkeypatch):
+    queue.path.write_bytes(b"v1\n" + b"x" * 100_000)
+    assert lines(queue.claim()) == ["v1"]
+    with open(next(iter(queue.claims)), "ab") as writer:
+        writer.write(b"x" * 100_000 + b"\nv2\n")
     assert lines(queue.claim()) == ["v2"]
+    assert caplog.text.count("refused unread") == 1
 
 
 def test_fallback_without_rename_exchange(fs, monkeypatch):
@@ -155,7 +175,7 @@ def test_restored_offsets_read_nothing_twice_after_a_restart(queue):
 def test_dropped_requests_carry_the_uid_the_kernel_recorded(tmp_path):
     drop = RequestDrop(tmp_path / "requests")
     drop.ensure_exists()
-    assert stat.S_IMODE(os.stat(drop.directory).st_mode) == 0o1770
+    assert stat.S_IMODE(os.stat(drop.directory).st_mode) == 0o3770  # setgid: every request is group zdd
     path = RequestDrop.submit(drop.directory, "web v42")
     taken = drop.take()
     assert [(e.line, e.uid) for _, e in taken] == [("web v42", os.getuid())]
@@ -163,3 +183,49 @@ def test_dropped_requests_carry_the_uid_the_kernel_recorded(tmp_path):
     drop.done([p for p, _ in taken])
     assert drop.take() == [] and not path.exists()  # ...then gone
     assert [p.name for p in drop.directory.iterdir()] == []  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    ("plant", "why"),
+    [
+        (lambda p: os.mkfifo(p), "not a regular file (a FIFO)"),  # open() would block the agent
+        (lambda p: p.mkdir(), "not a regular file (a directory)"),
+        (lambda p: p.symlink_to(p.parent.parent / "secret.env"), "a symbolic link"),  # would leak its lines
+        (lambda p: p.write_bytes(b"v1\n" * 5000), "more than 4096"),
+    ],
+    ids=["fifo", "directory", "symlink to a secret", "oversize"],
+)
+def test_a_hostile_drop_is_set_aside_and_the_others_still_count(tmp_path, caplog, plant, why):
+    (tmp_path / "secret.env").write_text("DATABASE_PASSWORD=hunter2\n")
+    drop = RequestDrop(tmp_path / "requests")
+    drop.ensure_exists()
+    plant(drop.directory / "1-1.req")
+    RequestDrop.submit(drop.directory, "web v42")
+    taken = drop.take()
+    assert [e.line for _, e in taken] == ["web v42"]
+    assert why in caplog.text and caplog.text.count("refused") == 1
+    assert "hunter2" not in caplog.text
+    assert os.path.lexists(drop.directory / "1-1.req.rejected")
+    caplog.clear()
+    drop.done([p for p, _ in taken])
+    assert drop.take() == [] and caplog.text == ""  # set aside once, not logged again
+
+
+def test_an_older_1770_drop_directory_is_made_setgid(tmp_path):
+    directory = tmp_path / "requests"
+    directory.mkdir()
+    os.chmod(directory, 0o1770)
+    RequestDrop(directory).ensure_exists()
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o3770
+
+
+def test_entries_carry_when_they_were_written(queue, tmp_path):
+    drop = RequestDrop(tmp_path / "requests")
+    drop.ensure_exists()
+    path = RequestDrop.submit(drop.directory, "web v41")
+    os.utime(path, (1000, 1000))
+    queue.path.write_text("web v42\n")
+    os.utime(queue.path, (2000, 2000))
+    (entry,) = queue.claim()
+    ((_, dropped),) = drop.take()
+    assert (dropped.written_at, entry.written_at) == (1000, 2000)
