@@ -6,6 +6,7 @@ low-level streaming pull with every message checked for an error.
 
 import logging
 import os
+import pwd
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,12 @@ API_VERSION = "1.41"
 
 
 def _unavailable(err: Exception) -> TemporaryError:
+    if "Permission denied" in str(err):
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        return TemporaryError(
+            f"Docker engine: permission denied on its socket: user {user} must be in group docker "
+            f"(adduser {user} docker; the package does it for zdd), then restart zdd"
+        )
     return TemporaryError(f"Docker engine unavailable: {err}")
 
 

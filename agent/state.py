@@ -12,6 +12,8 @@ from typing import Any
 
 import tomli_w
 
+from .errors import PermanentError
+
 HISTORY_LIMIT = 200  # deploys kept in state.toml; the journal keeps the rest
 
 
@@ -129,9 +131,23 @@ class StateStore:
 
     def load(self) -> State:
         try:
-            return state_from_dict(tomllib.loads(self.path.read_text(encoding="utf-8")))
+            text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return State()
+        except UnicodeDecodeError as err:
+            raise self._unreadable(f"not UTF-8 ({err.reason})") from err
+        try:
+            return state_from_dict(tomllib.loads(text))
+        except tomllib.TOMLDecodeError as err:
+            raise self._unreadable(f"not valid TOML ({err})") from err
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise self._unreadable(f"not in zdd's format ({type(err).__name__}: {err})") from err
+
+    def _unreadable(self, why: str) -> PermanentError:
+        return PermanentError(
+            f"state file {self.path} is {why}; it was edited or damaged: restore it, or move it aside "
+            f"(mv {self.path} {self.path}.broken) and start zdd again"
+        )
 
     def save(self, state: State) -> None:
         write_atomically(self.path, tomli_w.dumps(_drop_empty(asdict(state))).encode())
