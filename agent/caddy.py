@@ -14,11 +14,12 @@ import json
 import logging
 import re
 import socket
+import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import dns
-from .config import AppConfig, Config
+from .config import AppConfig, CaddyConfig, Config
 from .errors import ConfigError, PermanentError, TemporaryError
 from .routes import DOMAIN, RouteFile, RouteTable, address_port, upstream_name
 from .state import write_atomically
@@ -49,6 +50,22 @@ def render_snippet(app: AppConfig, name: str | None, port: int, resolver: str) -
         "\t}\n"
         "}\n"
     )
+
+
+_DYNAMIC_NAME_RE = re.compile(r"^\s*dynamic a ([a-z0-9_-]+)\.p\d+\.([0-9a-f]+)\." + re.escape(DOMAIN), re.MULTILINE)
+_FIXED_RE = re.compile(r"^reverse_proxy (\S+:\d+)$", re.MULTILINE)
+
+
+def snippet_instance(text: str) -> str | None:
+    """The agent instance a snippet's dynamic upstream names (to adopt it after lost state)."""
+    match = _DYNAMIC_NAME_RE.search(text)
+    return match.group(2) if match else None
+
+
+def snippet_fixed_address(text: str) -> str | None:
+    """The upstream of a snippet `zdd detach` wrote."""
+    match = _FIXED_RE.search(text)
+    return match.group(1) if match else None
 
 
 def caddyfile_imports(caddyfile_text: str, snippet: Path) -> bool:
@@ -108,11 +125,23 @@ class CaddyAdmin:
             raise PermanentError(f"Caddy admin API {method} {path}: HTTP {response.status}: {_error_text(data)}")
         return data
 
-    def load_caddyfile(self, text: str) -> None:
-        self.request("POST", "/load", text.encode(), "text/caddyfile")
-
     def upstreams(self) -> list[dict]:
         return json.loads(self.request("GET", "/reverse_proxy/upstreams") or b"[]") or []
+
+
+def adapt_caddyfile(caddy: CaddyConfig) -> bytes:
+    """The Caddyfile as Caddy's JSON config, adapted by the caddy binary with the file's own path."""
+    command = [caddy.command, "adapt", "--config", str(caddy.caddyfile), "--adapter", "caddyfile"]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=ADMIN_TIMEOUT, check=False)
+    except FileNotFoundError:
+        raise ConfigError(f"caddy.command: {caddy.command} not found (zdd adapts the Caddyfile with it)") from None
+    except subprocess.TimeoutExpired:
+        raise TemporaryError(f"caddy adapt --config {caddy.caddyfile} did not finish in {ADMIN_TIMEOUT:g}s") from None
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines() or [f"exit {done.returncode}"]
+        raise PermanentError(f"Caddyfile {caddy.caddyfile} cannot be loaded: {lines[-1].strip()}")
+    return done.stdout
 
 
 def _error_text(data: bytes) -> str:
@@ -254,13 +283,11 @@ class CaddyRouter:
         return any(item.get("name") == name for item in json_objects(config) if item.get("source") == "a")
 
     def reload(self) -> None:
-        """Re-read the user's Caddyfile (with zdd's snippets) into Caddy. An unchanged config is a no-op."""
-        caddyfile = self.config.caddy.caddyfile
-        try:
-            text = caddyfile.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"Caddyfile {caddyfile}: {err.strerror}") from None
-        self.admin.load_caddyfile(text)
+        """Load the user's Caddyfile (with zdd's snippets) into Caddy exactly as `caddy reload --config
+        FILE` does: adapted by Caddy's own adapter, given the file's path, so that relative imports
+        resolve against the Caddyfile's directory (a POST of the text to /load would resolve them
+        against Caddy's working directory), then POSTed as JSON. An unchanged config is a no-op."""
+        self.admin.request("POST", "/load", adapt_caddyfile(self.config.caddy), "application/json")
 
     def in_flight(self, address: str) -> int | None:
         """Requests Caddy has in flight to `address`; None when Caddy lists no such upstream (2.6 lists a
@@ -278,33 +305,3 @@ def json_objects(value: object) -> Iterator[dict]:
     elif isinstance(value, list):
         for item in value:
             yield from json_objects(item)
-
-
-def check_caddy(config: Config) -> list[str]:
-    """Problems `zdd check` reports about Caddy: admin reachable, zdd dns answering, Caddyfile imports
-    every snippet."""
-    problems = []
-    try:
-        CaddyAdmin(config.caddy.admin, timeout=3).request("GET", "/config/")
-    except (TemporaryError, PermanentError) as err:
-        problems.append(f"caddy.admin: {err}")
-    try:
-        dns.resolve(config.caddy.resolver, f"check.{DOMAIN}")
-    except OSError as err:
-        problems.append(
-            f"caddy.resolver: zdd dns does not answer at {config.caddy.resolver} ({err or type(err).__name__}); "
-            "Caddy finds each app's container through it: systemctl enable --now zdd-dns.socket"
-        )
-    try:
-        text = config.caddy.caddyfile.read_text(encoding="utf-8")
-    except OSError as err:
-        problems.append(f"caddy.caddyfile: {config.caddy.caddyfile}: {err.strerror}")
-        return problems
-    for name in config.apps:
-        snippet = config.snippet_path(name)
-        if not caddyfile_imports(text, snippet):
-            problems.append(
-                f"caddy.caddyfile: {config.caddy.caddyfile} does not import app {name}'s upstream; "
-                f"add `import {snippet}` inside its site block"
-            )
-    return problems

@@ -11,7 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
-from .caddy import CaddyRouter, check_caddy
+from .caddy import CaddyRouter
+from .check import check_host
 from .config import Config, config_path, load_config
 from .errors import ConfigError, RequestError, TemporaryError, ZddError
 from .host import reload_safety_problem
@@ -89,7 +90,7 @@ def cmd_detach(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
-    problems = [] if args.offline else check_caddy(config)
+    problems = [] if args.offline else check_host(config)
     for problem in problems:
         print(f"zdd check: {problem}", file=sys.stderr)
     warnings = [reload_safety_problem()]

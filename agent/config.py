@@ -33,6 +33,7 @@ class AppConfig:
     probation: float = 30.0
     keep_images: int = 3  # images of earlier versions kept after a deploy, besides the live one
     pull: str = "missing"
+    pull_stall_timeout: float = 120.0  # a pull with no progress from the registry this long is given up
     min_free_space: int = 1_000_000_000  # bytes free in Docker's data root, or a pull is refused before it starts
     env: Mapping[str, str] = field(default_factory=dict)
     env_file: Path | None = None
@@ -50,6 +51,8 @@ class CaddyConfig:
     snippet_dir: Path | None = None
     # Where `zdd dns` answers Caddy's lookups of each app's container (zdd-dns.socket listens there).
     resolver: str = "127.0.0.1:5354"
+    # The caddy binary: zdd adapts the Caddyfile with it, as `caddy reload --config FILE` does.
+    command: str = "caddy"
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,12 @@ def _health_path(value: str) -> str:
     return value
 
 
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
 def _pull(value: str) -> str:
     if value not in PULL_POLICIES:
         raise ValueError(f"{value!r} is not one of {', '.join(PULL_POLICIES)}")
@@ -248,6 +257,7 @@ def _app(name: str, table: Mapping[str, Any], problems: list[str]) -> AppConfig 
         probation=r.duration("probation", d.probation),
         keep_images=r.get("keep_images", int, d.keep_images, _not_negative),
         pull=r.get("pull", str, d.pull, _pull),
+        pull_stall_timeout=r.duration("pull_stall_timeout", d.pull_stall_timeout),
         min_free_space=r.get("min_free_space", object, d.min_free_space, parse_size),
         env=r.get("env", dict, {}, _string_map),
         env_file=r.get("env_file", str, None, _absolute_path),
@@ -281,6 +291,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         caddyfile=c.get("caddyfile", str, CaddyConfig.caddyfile, _absolute_path),
         snippet_dir=c.get("snippet_dir", str, None, _absolute_path),
         resolver=c.get("resolver", str, CaddyConfig.resolver, check_resolver_address),
+        command=c.get("command", str, CaddyConfig.command, _non_empty),
     )
     c.unknown()
 

@@ -104,6 +104,10 @@ def serve(sock: socket.socket, lookup: Callable[[str], list[str] | None]) -> Non
             packet, peer = sock.recvfrom(MAX_PACKET)
         except InterruptedError:
             continue
+        except OSError:
+            if sock.fileno() == -1:
+                return  # closed by its owner (tests); under systemd the socket lives as long as the process
+            raise
         reply = answer(packet, lookup)
         if reply is None:
             log.debug("dns: dropped a malformed packet from %s", peer)

@@ -8,6 +8,7 @@ import logging
 import os
 import pwd
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -24,6 +25,9 @@ log = logging.getLogger("zdd.docker")
 
 LABEL_APP, LABEL_TAG, LABEL_DEPLOY, LABEL_REFERENCE = "zdd.app", "zdd.tag", "zdd.deploy", "zdd.reference"
 LABEL_INSTANCE = "zdd.instance"  # which agent (state dir) owns the container
+# What Caddy dials is fixed when the container starts: a later edit of apps.NAME.port or `network` applies
+# to the next deploy, never to a container that already runs (its address is read back from these).
+LABEL_PORT, LABEL_NETWORK = "zdd.port", "zdd.network"
 API_TIMEOUT = 60  # seconds for one Docker API call; stop adds the container's stop timeout
 # A fixed API version: no call at construction (the agent starts, and retries, while dockerd is down).
 # 1.41 is Docker 20.10 (Debian 12's docker.io); later engines still serve it.
@@ -96,7 +100,9 @@ class DockerRuntime:
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
             raise _unavailable(err) from None
 
-    def pull(self, ref: ImageRef, progress: Callable[[], None]) -> None:
+    def pull(self, ref: ImageRef, progress: Callable[[], None], stall_timeout: float = 0.0) -> None:
+        """Blocks while the pull runs, calling `progress` on every message; `stall_timeout` is enforced by
+        the caller (ticking.TickingRuntime), which stops waiting for a pull that stalls."""
         # A reference with a tag and a digest is pulled by digest: the digest is what will run.
         version = ref.digest or ref.tag or "latest"
         try:
@@ -159,6 +165,8 @@ class DockerRuntime:
             LABEL_DEPLOY: deploy_id,
             LABEL_REFERENCE: str(ref),
             LABEL_INSTANCE: self.instance,
+            LABEL_PORT: str(app.port),
+            LABEL_NETWORK: self.network,
         }
         name = f"zdd-{app.name}-{deploy_id}"
         try:
@@ -250,26 +258,54 @@ class DockerRuntime:
             self.client.containers.get(container_id).remove(force=True)
         except docker.errors.NotFound:
             return
-        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+        except docker.errors.APIError as err:
+            if err.status_code == 409 and "already in progress" in str(err.explanation):
+                return  # someone (docker rm, a restart policy race) is removing it already: it goes
+            raise _unavailable(err) from None
+        except requests.exceptions.ConnectionError as err:
             raise _unavailable(err) from None
 
-    def containers(self, app: AppConfig) -> list[Found]:
-        """Every container zdd started for `app`, running or not, found by its label."""
+    def containers(self, app: AppConfig, instance: str | None = None) -> list[Found]:
+        """Every container zdd started for `app`, running or not, found by its labels: this agent's
+        (`instance`, by default its own), or any agent's with instance="" (adopting after lost state)."""
+        labels = [f"{LABEL_APP}={app.name}"]
+        owner = self.instance if instance is None else instance
+        if owner:
+            labels.append(f"{LABEL_INSTANCE}={owner}")
         try:
-            found = self.client.containers.list(
-                all=True,
-                filters={"label": [f"{LABEL_APP}={app.name}", f"{LABEL_INSTANCE}={self.instance}"]},
-                ignore_removed=True,
-            )
+            found = self.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
             raise _unavailable(err) from None
-        result = []
-        for c in found:
-            networks = c.attrs.get("NetworkSettings", {}).get("Networks", {})
-            ip = (networks.get(self.network) or {}).get("IPAddress", "")
-            running = bool(c.attrs.get("State", {}).get("Running", False))
-            result.append(Found(id=c.id, name=c.name, running=running, address=f"{ip}:{app.port}" if ip else ""))
-        return result
+        return [_found(c, app, self.network) for c in found]
+
+
+def _found(container: "docker.models.containers.Container", app: AppConfig, default_network: str) -> Found:
+    labels = container.labels
+    # Containers of an older zdd have no port or network label: they were started with the config's.
+    port = labels.get(LABEL_PORT) or str(app.port)
+    network = labels.get(LABEL_NETWORK) or default_network
+    ip = (container.attrs.get("NetworkSettings", {}).get("Networks", {}).get(network) or {}).get("IPAddress", "")
+    state = container.attrs.get("State", {})
+    return Found(
+        id=container.id,
+        name=container.name,
+        running=bool(state.get("Running", False)),
+        address=f"{ip}:{port}" if ip else "",
+        tag=labels.get(LABEL_TAG, ""),
+        reference=labels.get(LABEL_REFERENCE, ""),
+        image_id=container.attrs.get("Image", ""),
+        deploy=labels.get(LABEL_DEPLOY, ""),
+        since=_epoch(state.get("StartedAt", "")),
+        instance=labels.get(LABEL_INSTANCE, ""),
+    )
+
+
+def _epoch(timestamp: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds ("2026-11-29T00:17:34.123456789Z") as epoch seconds."""
+    try:
+        return datetime.fromisoformat(timestamp[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _pull_error(ref: ImageRef, message: str) -> Exception:

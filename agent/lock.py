@@ -1,10 +1,12 @@
-"""One agent per state dir: an flock the kernel releases when the process dies, however it dies."""
+"""One agent per state dir and per snippet dir: flocks the kernel releases when the process dies, however
+it dies. Two agents on one snippet dir (two state dirs) would overwrite each other's snippets and route
+each other's apps."""
 
 import fcntl
 import os
 from pathlib import Path
 
-from .errors import TemporaryError
+from .errors import ConfigError, TemporaryError
 
 
 class StateLock:
@@ -28,3 +30,20 @@ class StateLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+class SnippetDirLock(StateLock):
+    def __init__(self, snippet_dir: Path, state_dir: Path):
+        super().__init__(snippet_dir)
+        self.path = snippet_dir / ".zdd-agent.lock"
+        self.state_dir = state_dir
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            super().acquire()
+        except TemporaryError:
+            raise ConfigError(
+                f"caddy.snippet_dir {self.path.parent} is used by another zdd agent (another state dir than "
+                f"{self.state_dir}); give each agent its own snippet dir"
+            ) from None

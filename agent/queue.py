@@ -19,8 +19,8 @@ import logging
 import os
 import stat
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -332,7 +332,7 @@ def _kind(mode: int) -> str:
 
 
 class _Wake(FileSystemEventHandler):
-    def __init__(self, queue: Path, wake: threading.Event):
+    def __init__(self, queue: Path, wake: Callable[[], None]):
         self.queue, self.wake = str(queue), wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -343,13 +343,13 @@ class _Wake(FileSystemEventHandler):
         if any(
             p == self.queue or os.path.basename(p).startswith(CLAIM_PREFIX) or p.endswith(REQUEST_SUFFIX) for p in paths
         ):
-            self.wake.set()
+            self.wake()
 
 
 class QueueWatcher:
-    """inotify (via watchdog) on the state dir; sets `wake` whenever the queue may hold something."""
+    """inotify (via watchdog) on the state dir; calls `wake` whenever the queue may hold something."""
 
-    def __init__(self, queue: Path, wake: threading.Event, requests: Path | None = None):
+    def __init__(self, queue: Path, wake: Callable[[], None], requests: Path | None = None):
         self.observer = Observer()
         self.observer.schedule(_Wake(queue, wake), str(queue.parent), recursive=False)
         if requests:
@@ -359,5 +359,6 @@ class QueueWatcher:
         self.observer.start()
 
     def stop(self) -> None:
-        self.observer.stop()
-        self.observer.join(timeout=5)
+        if self.observer.is_alive():  # an agent that failed at start-up never started it
+            self.observer.stop()
+            self.observer.join(timeout=5)

@@ -9,22 +9,20 @@ the small Protocols below, so the order of steps and every failure path can be t
 """
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from .config import AppConfig
 from .errors import PermanentError, TemporaryError, ZddError
+from .reconcile import ROLLING_BACK
 from .reference import ImageRef
 from .state import Running
 from .units import format_size, human_duration
 
 log = logging.getLogger("zdd.swap")
-T = TypeVar("T")
 
-BLOCKING_CALL_LIMIT = 90.0  # seconds a Docker call may take on top of its own timeout before the watchdog may fire
-TICK = 0.2  # seconds between ticks while a blocking call runs
+ENGINE_SETTLE = 1.0  # seconds: see the health gate
 DRAIN_POLL = 0.05  # seconds between reads of Caddy's in-flight counter
 DRAIN_QUIET_READS = 2  # zero readings in a row: a request Caddy accepted a moment ago is counted by then
 
@@ -39,7 +37,8 @@ class Container:
 class Runtime(Protocol):
     def has_image(self, ref: ImageRef) -> bool: ...
     def free_bytes(self) -> int | None: ...
-    def pull(self, ref: ImageRef, progress: Callable[[], None]) -> None: ...
+    # stall_timeout: give the pull up after that long without progress (the adapter that runs it enforces it)
+    def pull(self, ref: ImageRef, progress: Callable[[], None], stall_timeout: float) -> None: ...
     def image_id(self, ref: ImageRef) -> str: ...
     def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container: ...
     def keep_running(self, container_id: str) -> None: ...
@@ -116,7 +115,7 @@ class Swap:
 
         self.journal.enter(app.name, "starting", deploy=deploy_id, reference=str(ref), image=image_id)
         self.status(f"{what}: starting")
-        container = self._ticking(lambda: self.runtime.start(app, image_id, ref, deploy_id), 0)
+        container = self.runtime.start(app, image_id, ref, deploy_id)
         log.info("%s: started %s at %s (image %s)", what, container.name, container.address, image_id[:19])
         new = Running(
             tag=ref.version,
@@ -165,8 +164,8 @@ class Swap:
         self._probation(app, new, old, deploy_id, probation_until, what)
         self.journal.enter(app.name, "stopping", deploy=deploy_id, **phase_data(new, old))
         self.status(f"{what}: stopping {old.tag}")
-        self._ticking(lambda: self.runtime.stop(old.container_id, app.stop_timeout), app.stop_timeout)
-        self._ticking(lambda: self.runtime.remove(old.container_id), 0)
+        self.runtime.stop(old.container_id, app.stop_timeout)
+        self.runtime.remove(old.container_id)
         log.info("%s: stopped and removed %s", what, old.container_name)
 
     def _probation(self, app: AppConfig, new: Running, old: Running, deploy_id: str, until: float, what: str) -> None:
@@ -183,8 +182,11 @@ class Swap:
             human_duration(until - self.clock.time()),
         )
         started = self.clock.monotonic()
+        # The epoch deadline is for the journal (a restart resumes it); in-process the monotonic clock
+        # decides, so that an NTP step of the wall clock neither stretches nor skips the probation.
+        deadline = started + (until - self.clock.time())
         failed, url = 0, f"http://{new.address}{app.health_path}"
-        while self.clock.time() < until:
+        while self.clock.monotonic() < deadline:
             if self.stopping():
                 log.info("%s: probation cut short: zdd is stopping; %s has served without fault", what, new.tag)
                 return
@@ -203,7 +205,7 @@ class Swap:
             if reason:
                 if self._old_is_gone(new, old, what, reason):
                     return
-                self._roll_back(app, new, old, what, reason, started)
+                self._roll_back(app, new, old, deploy_id, what, reason, started)
             self.tick()
             self.clock.sleep(app.health_interval)
         log.info("%s: probation passed; %s has served for %s", what, new.tag, human_duration(app.probation))
@@ -219,44 +221,28 @@ class Swap:
         log.error("%s: %s, but %s is not running either: %s stays", what, reason, old.container_name, new.tag)
         return True
 
-    def _roll_back(self, app: AppConfig, new: Running, old: Running, what: str, reason: str, started: float) -> None:
+    def _roll_back(
+        self, app: AppConfig, new: Running, old: Running, deploy_id: str, what: str, reason: str, started: float
+    ) -> None:
         after = f"{self.clock.monotonic() - started:.1f}s into its probation of {human_duration(app.probation)}"
         log.error("%s: %s: %s; routing back to %s", what, after, reason, old.tag)
         self.status(f"{what}: rolling back to {old.tag}")
+        # Journalled first: an agent that dies from here on finishes going back when it restarts.
+        self.journal.enter(app.name, ROLLING_BACK, deploy=deploy_id, **phase_data(new, old))
         try:
             self.router.route(app, [old.address])
         except ZddError as err:
-            # routes.toml already names the old container: zdd dns answers it once it is back.
-            log.warning("%s: the route back to %s is not confirmed yet (%s)", what, old.tag, err)
+            # Never remove the container zdd dns may still answer: the converger goes back once it can.
+            raise TemporaryError(
+                f"{what}: {reason}; the route back to {old.tag} is not confirmed ({err}); "
+                f"{new.container_name} keeps running until it is"
+            ) from err
         self._wait(self.router.switch_delay)  # requests sent meanwhile may still reach the new one
-        self._ticking(lambda: self.runtime.stop(new.container_id, app.stop_timeout), app.stop_timeout)
-        self._ticking(lambda: self.runtime.remove(new.container_id), 0)
+        self.runtime.stop(new.container_id, app.stop_timeout)
+        self.runtime.remove(new.container_id)
         raise PermanentError(
             f"{what}: failed {after}: {reason}; traffic is back on {old.tag} and {new.container_name} is removed"
         )
-
-    def _ticking(self, call: Callable[[], T], expected: float) -> T:
-        """Run a blocking adapter call in a thread and keep ticking while it runs, but only for as long
-        as it may legitimately take: a Docker call hung past that stops the watchdog pings, and systemd
-        restarts the agent."""
-        outcome: dict[str, object] = {}
-
-        def run() -> None:
-            try:
-                outcome["value"] = call()
-            except BaseException as err:  # handed to the caller below
-                outcome["error"] = err
-
-        thread = threading.Thread(target=run, name="zdd-docker-call", daemon=True)
-        thread.start()
-        give_up = self.clock.monotonic() + expected + BLOCKING_CALL_LIMIT
-        while thread.is_alive():
-            if self.clock.monotonic() < give_up:
-                self.tick()
-            thread.join(TICK)
-        if "error" in outcome:
-            raise outcome["error"]  # type: ignore[misc]
-        return outcome.get("value")  # type: ignore[return-value]
 
     def _pull(self, app: AppConfig, ref: ImageRef, what: str) -> None:
         if app.pull == "never" or (app.pull == "missing" and self.runtime.has_image(ref)):
@@ -271,7 +257,7 @@ class Swap:
             )
         self.status(f"{what}: pulling")
         started = self.clock.monotonic()
-        self.runtime.pull(ref, self.tick)
+        self.runtime.pull(ref, self.tick, app.pull_stall_timeout)
         log.info("%s: pulled %s in %.1fs", what, ref, self.clock.monotonic() - started)
 
     def _health_gate(self, app: AppConfig, new: Container, what: str) -> None:
@@ -282,6 +268,10 @@ class Swap:
         while True:
             exited = self.runtime.exit_reason(new.id)
             if exited:
+                # A stopping dockerd stops every container and its API answers a moment longer: asked again
+                # a second later, an engine going away is an outage (retried), not the new version's crash.
+                self._wait(ENGINE_SETTLE)
+                self.runtime.exit_reason(new.id)
                 raise PermanentError(f"{what}: container {new.name} {exited} before it became healthy")
             probes += 1
             failure = self.prober.check(new.address, app.health_path, app.health_timeout)

@@ -101,7 +101,9 @@ def zdd_stack(
     # time the old container waits, unrouted, after zdd has finished everything the recipe does.
     app = {"image": images.REPOSITORY, "port": 8080, "health_path": "/up", "probation": probation, **app_keys}
     resolver = f"127.0.0.1:{free_udp_port()}"
-    config = write_config(workdir / "zdd.toml", state, caddy.admin, caddy.caddyfile, network, {"web": app}, resolver)
+    config = write_config(
+        workdir / "zdd.toml", state, caddy.admin, caddy.caddyfile, network, {"web": app}, resolver, caddy_binary
+    )
     agent = AgentProcess(config, state, workdir)
     agent.start(wait_ready=False)
     try:

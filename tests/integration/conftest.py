@@ -52,6 +52,7 @@ def test_images(docker_client):
         ("ws1", "ws"),
         ("ws2", "ws"),
         ("dies", "dies"),
+        ("p9090", "port9090"),
     ):
         built[tag] = images.build(docker_client, tag, variant)
     built["fat2"] = images.build(docker_client, "fat2", padding_mb=100)  # pulling it takes a while
@@ -107,6 +108,7 @@ class Stack:
             self.network,
             {"web": app},
             self.resolver,
+            self.caddy.binary,
             **(top or {}),
         )
 
@@ -122,8 +124,11 @@ class Stack:
         return self.agent.cli("deploy", tag, "--wait", "--timeout", str(timeout), timeout=timeout + 10)
 
     def containers(self) -> list:
-        # ignore_removed: the agent may remove one between the list and its inspection
-        return self.docker.containers.list(all=True, filters={"label": "zdd.app=web"}, ignore_removed=True)
+        # This stack's only (another zdd may run on this engine: a demo, a benchmark, another test session);
+        # ignore_removed: the agent may remove one between the list and its inspection.
+        return self.docker.containers.list(
+            all=True, filters={"label": ["zdd.app=web", f"zdd.network={self.network}"]}, ignore_removed=True
+        )
 
     def close(self) -> None:
         self.agent.close()

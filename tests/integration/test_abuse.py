@@ -50,6 +50,7 @@ def test_a_thousand_hostile_queue_entries_never_crash_the_agent_nor_deploy_a_for
 
     def answered() -> int:
         return verdicts() - before
+
     with LoadClient(stack.caddy.port, slow_workers=1) as load:
         for batch in batches:
             append(queue, ("\n".join(batch) + "\n").encode("utf-8", errors="surrogateescape"))

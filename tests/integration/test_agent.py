@@ -116,20 +116,21 @@ def test_sighup_reloads_a_good_config_and_refuses_a_bad_one(stack):
 # settings that make the phase last long enough to be hit. What the crash left is read back from
 # state.toml, not assumed.
 CRASH_POINTS = {
-    "pulling": ("web: v1 -> fat2: pulling", "fat2", {"pull": "always"}),
-    "starting": ("web: v1 -> v2: starting", "v2", {}),
-    "health gate": ("web: v1 -> v2: health 2/15", "v2", {"health_successes": 15}),
-    "switched": ("web: v1 -> v2: health 3/3", "v2", {}),
-    "draining": ("web: v1 -> v2: draining v1", "v2", {}),
-    "probation": ("web: v1 -> v2: probation", "v2", {"probation": "4s"}),
-    "stopping": ("web: v1 -> v2: stopping v1", "v2", {}),
+    # point: (the STATUS to kill at, version, settings, the phases state.toml may say the kill hit)
+    "pulling": ("web: v1 -> fat2: pulling", "fat2", {"pull": "always"}, {"pulling"}),
+    "starting": ("web: v1 -> v2: starting", "v2", {}, {"starting", "started"}),
+    "health gate": ("web: v1 -> v2: health 2/15", "v2", {"health_successes": 15}, {"started"}),
+    "switched": ("web: v1 -> v2: health 3/3", "v2", {}, {"started", "switching", "draining"}),
+    "draining": ("web: v1 -> v2: draining v1", "v2", {}, {"draining"}),
+    "probation": ("web: v1 -> v2: probation", "v2", {"probation": "4s"}, {"probation"}),
+    "stopping": ("web: v1 -> v2: stopping v1", "v2", {}, {"stopping"}),
 }
 
 
 @ONLY_DEBIAN_CADDY
 @pytest.mark.parametrize("point", sorted(CRASH_POINTS))
 def test_sigkill_at_each_phase_then_restart_converges(stack, point, registry, docker_client, test_images):
-    trigger, tag, settings = CRASH_POINTS[point]
+    trigger, tag, settings, phases = CRASH_POINTS[point]
     repository = f"{registry}/zdd-it/web"
     for name in ("v1", tag):
         docker_client.images.get(test_images[name]).tag(repository, name)
@@ -155,6 +156,7 @@ def test_sigkill_at_each_phase_then_restart_converges(stack, point, registry, do
         time.sleep(images.SLOW_SECONDS + 0.5)
 
     print(f"SIGKILL at {point!r}: state said {crashed_in!r}; converged to {tag}; {load.summary()}")
+    assert crashed_in in phases, f"the kill meant for {point!r} hit {crashed_in!r}"
     assert_no_failures(stack, load)
     state = StateStore(stack.state_dir).load()
     assert state.app("web").current.tag == tag and state.app("web").phase == ""

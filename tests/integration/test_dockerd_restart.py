@@ -57,9 +57,9 @@ def test_dockerd_restarted_while_idle_the_agent_reconnects_and_deploys_again(sta
     agent_pid = stack.agent.process.pid
     with LoadClient(stack.caddy.port) as load:
         time.sleep(1)
-        down, recovered = restart_dockerd_when(stack, "reconciliation failed: Docker engine unavailable")
+        down, recovered = restart_dockerd_when(stack, "convergence failed: Docker engine unavailable")
         stack.caddy.wait_serving("v1")
-        wait_until(lambda: "reconciliation succeeded after" in stack.agent.log, 30, "the agent to reconnect")
+        wait_until(lambda: "convergence succeeded after" in stack.agent.log, 30, "the agent to reconnect")
         time.sleep(1)
         after = time.monotonic()
         deployed = stack.deploy("v2")
@@ -84,14 +84,9 @@ def test_dockerd_restarted_during_the_health_gate_the_agent_converges_and_v2_lan
         down, recovered = deploy_v2_and_restart_dockerd_at(stack, "v1 -> v2: health 2/40", "Docker engine unavailable")
         wait_until(lambda: ended(stack, "v2"), 90, "the v2 deploy to end")
         (entry,) = [e for e in StateStore(stack.state_dir).load().history if e.tag == "v2"]
-        if entry.result == "failed":
-            # dockerd's API can answer for a moment after it stopped the container: then the gate saw
-            # v2 exit, which is a failure like any crash. Said so, and the next deploy lands.
-            assert "before it became healthy" in entry.reason, entry
-            deployed = stack.deploy("v2")
-            assert deployed.returncode == 0, deployed.stderr
-        else:
-            assert entry.result == "succeeded" and entry.attempts == 1, entry  # tried once more, landed
+        # dockerd stopping its containers is an outage, not v2's crash (its API may answer for a moment
+        # after: zdd asks again a second later): v2 is tried once more and lands.
+        assert entry.result == "succeeded" and entry.attempts == 1, entry
         stack.caddy.wait_serving("v2")
         time.sleep(SLOW_SECONDS)
 

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import docker
+import docker.errors
 import tomli_w
 
 from zdd import dns
@@ -24,6 +25,7 @@ def write_config(
     network: str,
     apps: dict[str, dict],
     resolver: str,
+    caddy_command: str = "caddy",
     **top: object,
 ) -> Path:
     path.write_text(
@@ -32,7 +34,12 @@ def write_config(
                 "state_dir": str(state_dir),
                 "network": network,
                 **top,
-                "caddy": {"admin": caddy_admin, "caddyfile": str(caddyfile), "resolver": resolver},
+                "caddy": {
+                    "admin": caddy_admin,
+                    "caddyfile": str(caddyfile),
+                    "resolver": resolver,
+                    "command": caddy_command,
+                },
                 "apps": apps,
             }
         )
@@ -153,8 +160,15 @@ class AgentProcess:
 
 
 def remove_app_containers(client: docker.DockerClient, network: str, app: str = "web") -> None:
-    """After a test, demo or benchmark: the app's containers and zdd's network go."""
-    for container in client.containers.list(all=True, filters={"label": f"zdd.app={app}"}, ignore_removed=True):
-        container.remove(force=True)
+    """After a test, demo or benchmark: the app's containers on its own network, and the network, go.
+    Only that network's: a demo, a benchmark or another test may run its own zdd on this engine."""
+    labels = {"label": [f"zdd.app={app}", f"zdd.network={network}"]}
+    found = client.containers.list(all=True, filters=labels, ignore_removed=True)
+    found += client.containers.list(all=True, filters={"label": f"zdd.app={app}", "network": network})
+    for container in {c.id: c for c in found}.values():
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
     for net in client.networks.list(names=[network]):
         net.remove()

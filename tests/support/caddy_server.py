@@ -25,8 +25,9 @@ CADDYFILE = """{{
 
 
 class CaddyServer:
-    def __init__(self, binary: str, workdir: Path, snippet: Path):
+    def __init__(self, binary: str, workdir: Path, snippet: Path, cwd: Path | None = None):
         self.binary, self.workdir = binary, workdir
+        self.cwd = cwd or workdir  # Debian's caddy.service runs in /: relative imports must not depend on it
         self.port, self.admin_port = free_port(), free_port()
         self.caddyfile = workdir / "Caddyfile"
         self.caddyfile.write_text(CADDYFILE.format(admin=self.admin_port, port=self.port, snippet=snippet))
@@ -49,7 +50,7 @@ class CaddyServer:
                 [self.binary, "run", "--config", str(self.caddyfile)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=self.workdir,
+                cwd=self.cwd,
                 env=env,
             )
         wait_for_port(self.admin_port)
@@ -121,4 +122,3 @@ class CaddyServer:
                 return
             time.sleep(0.1)
         raise AssertionError(f"Caddy does not serve {body!r} after {timeout}s; last answer {last}")
-

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from zdd.config import AppConfig
 from zdd.errors import PermanentError
+from zdd.reconcile import Found
 from zdd.reference import ImageRef
 from zdd.swap import Container
 
@@ -42,6 +43,7 @@ class FakeRuntime:
     free: int | None = 10**12
     started: list[Container] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    found: list[Found] = field(default_factory=list)  # what containers() reports (the converger's view)
     _checks: int = 0
 
     def has_image(self, ref: ImageRef) -> bool:
@@ -50,7 +52,7 @@ class FakeRuntime:
     def free_bytes(self) -> int | None:
         return self.free
 
-    def pull(self, ref: ImageRef, progress: Callable[[], None]) -> None:
+    def pull(self, ref: ImageRef, progress: Callable[[], None], stall_timeout: float = 0.0) -> None:
         self.log.append(f"pull {ref}")
         progress()
         if self.pull_error:
@@ -86,7 +88,14 @@ class FakeRuntime:
 
     def remove(self, container_id: str) -> None:
         self.removed.append(container_id)
+        self.found = [f for f in self.found if f.id != container_id]
         self.log.append(f"remove {container_id}")
+
+    def containers(self, app: AppConfig, instance: str | None = None) -> list[Found]:
+        return list(self.found)
+
+    def ensure_network(self) -> None:
+        pass
 
 
 @dataclass
@@ -103,6 +112,13 @@ class FakeRouter:
             error, self.fail_route = self.fail_route, None  # fail once
             raise error
         self.routes.append(list(addresses))
+
+    def routed(self, app: str) -> list[str]:
+        return list(self.routes[-1]) if self.routes else []
+
+    def ensure_route(self, app: AppConfig, addresses: Sequence[str]) -> None:
+        if self.routed(app.name) != list(addresses):
+            self.route(app, addresses)
 
     def in_flight(self, address: str) -> int | None:
         readings = self.in_flight_by_address.get(address)

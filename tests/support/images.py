@@ -36,9 +36,12 @@ cat /www/index.html
 SLOW_CGI = f"""#!/bin/sh
 sleep {SLOW_SECONDS}
 {CGI_ANSWER}"""
-POST_CGI = """#!/bin/sh
+POST_CGI = (
+    """#!/bin/sh
 head -c "${CONTENT_LENGTH:-0}" >/dev/null
-""" + CGI_ANSWER
+"""
+    + CGI_ANSWER
+)
 # For the WebSocket test: a 101 upgrade, then echo every line back, on the same port as /up.
 WS_SERVER = """#!/bin/sh
 read -r method path proto
@@ -56,6 +59,7 @@ VARIANTS = {
     # name: (command, healthy, extra files)
     "graceful": (["/bin/sh", "/app/run.sh"], True),
     "abrupt": (["httpd", "-f", "-p", "8080", "-h", "/www"], True),  # exits at once on SIGTERM
+    "port9090": (["httpd", "-f", "-p", "9090", "-h", "/www"], True),  # a version that moved to another port
     "sick": (["httpd", "-f", "-p", "8080", "-h", "/www"], False),  # /up answers 404
     "crash": (["/bin/sh", "-c", "echo 'fatal: cannot open database' >&2; exit 1"], True),
     "ws": (["nc", "-ll", "-p", "8080", "-e", "/app/ws.sh"], True),

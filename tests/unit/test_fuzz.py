@@ -5,7 +5,7 @@ import tomllib
 import pytest
 
 from tests.support.fuzz import REPO, hostile_lines, mutations
-from zdd.config import load_config, parse_config
+from zdd.config import check_admin_address, load_config, parse_config
 from zdd.errors import ConfigError, RequestError
 from zdd.reference import normalize_repository, parse_request
 
@@ -41,13 +41,23 @@ def test_fuzzed_config_files_load_or_fail_with_named_problems(tmp_path, seed):
             assert err.problems and all(p.startswith(str(path)) and "\n" not in p[:200] for p in err.problems)
 
 
-def test_fuzzed_parsed_documents_raise_only_config_errors():
+def test_fuzzed_parsed_documents_are_accepted_whole_or_refused_with_named_problems():
+    accepted = refused = 0
     for text in mutations(500, 99):
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError:
             continue
         try:
-            parse_config(data)
-        except ConfigError:
-            pass
+            config = parse_config(data)
+        except ConfigError as err:
+            refused += 1
+            assert err.problems and all(": " in p and "\n" not in p for p in err.problems), err.problems
+            continue
+        accepted += 1
+        for app in config.apps.values():  # what is accepted is valid, whatever the mutation was
+            assert 1 <= app.port <= 65535 and app.image and app.health_path.startswith("/")
+            assert app.pull in ("missing", "always", "never") and app.health_successes >= 1
+            assert not any(key.startswith("zdd.") for key in app.labels)
+        assert check_admin_address(config.caddy.admin) and config.state_dir.is_absolute()
+    assert accepted > 10 and refused > 100, (accepted, refused)

@@ -132,7 +132,7 @@ def test_watcher_wakes_on_a_finished_echo(tmp_path):
     wake = threading.Event()
     q = QueueFile(tmp_path / "queue")
     q.ensure_exists()
-    watcher = QueueWatcher(q.path, wake)
+    watcher = QueueWatcher(q.path, wake.set)
     watcher.start()
     try:
         time.sleep(0.2)
@@ -148,7 +148,7 @@ def test_watcher_wakes_on_a_finished_echo(tmp_path):
 def test_watcher_wakes_on_an_atomic_writer(tmp_path):
     wake = threading.Event()
     (tmp_path / "queue").write_text("")
-    watcher = QueueWatcher(tmp_path / "queue", wake)
+    watcher = QueueWatcher(tmp_path / "queue", wake.set)
     watcher.start()
     try:
         time.sleep(0.2)

@@ -253,18 +253,48 @@ def test_an_unhealthy_new_version_in_probation_is_rolled_back_after_consecutive_
     assert world["router"].routes[-1] == ["10.0.0.1:8080"] and world["runtime"].removed == ["c2"]
 
 
-def test_a_route_back_caddy_refuses_still_removes_the_new_and_fails_the_deploy(world):
+def test_a_route_back_that_fails_keeps_the_new_container_and_leaves_it_to_the_converger(world):
+    # Issue 11.2: removing the container zdd dns still answers would be a full outage.
     world["runtime"].exits_after_probes = 3
 
-    def caddy_gone_in_probation(now):
+    def route_back_fails(now):
         if "phase probation" in world["log"] and world["router"].fail_route is None:
-            world["router"].fail_route = TemporaryError("Caddy admin API unreachable")
+            world["router"].fail_route = PermanentError("Caddy admin API POST /load: HTTP 400")
 
-    world["clock"].on_sleep = caddy_gone_in_probation
+    world["clock"].on_sleep = route_back_fails
+    with pytest.raises(TemporaryError, match="route back to v1 is not confirmed.*zdd-web-d1 keeps running"):
+        world["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
+    assert world["journal"].phases[-1] == "rolling-back"  # journalled before the route was tried
+    assert world["log"].index("phase rolling-back") < world["log"].index("route 10.0.0.1:8080")
+    assert world["runtime"].removed == [] and not any(e.startswith("stop") for e in world["log"])
+
+
+def test_a_rollback_is_journalled_before_it_routes_back(world):
+    world["runtime"].exits_after_probes = 3
     with pytest.raises(PermanentError, match="traffic is back on v1"):
         world["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
-    assert "route 10.0.0.1:8080" in world["log"]  # tried; the real router has written the snippet by then
-    assert world["router"].routes[-1] == ["10.0.0.2:8080"] and world["runtime"].removed == ["c2"]
+    log = world["log"]
+    assert log.index("phase rolling-back") < log.index("route 10.0.0.1:8080") < log.index("remove c2")
+
+
+def test_probation_runs_on_the_monotonic_clock_not_the_wall_clock(world):
+    # An NTP step of an hour during the probation neither ends it early nor stretches it.
+    clock = world["clock"]
+    wall = {"offset": 0.0}
+    clock_time = clock.time
+    clock.time = lambda: clock_time() + wall["offset"]  # type: ignore[method-assign]
+
+    def ntp_step(now):
+        if "phase probation" in world["log"]:
+            wall["offset"] = 3600.0
+
+    clock.on_sleep = ntp_step
+    started = clock.now
+    world["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
+    log = world["log"]
+    watched = [e for e in log[log.index("phase probation") :] if e.startswith("probe 10.0.0.2")]
+    assert len(watched) == ON_PROBATION.probation / ON_PROBATION.health_interval  # 4 probes, not 1
+    assert clock.now - started >= ON_PROBATION.probation
 
 
 def test_no_probation_for_a_first_deploy(world):

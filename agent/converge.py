@@ -1,0 +1,83 @@
+"""Convergence: make what runs, what zdd dns answers and what state.toml says agree, for every app.
+
+At start-up, after an outage (dockerd, Caddy or zdd dns not answering), and every reconcile_interval
+while idle (dockerd may restart a container on another IP). reconcile.plan_app decides; this carries the
+plan out: finish a deploy that had switched, route back after a failed probation, adopt a serving
+container after lost state, remove what never went live, settle the ledger. (docs/ARCHITECTURE.md, 4.)
+"""
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from .caddy import CaddyRouter
+from .config import AppConfig
+from .docker_runtime import DockerRuntime
+from .errors import PermanentError
+from .ledger import Ledger, Result
+from .reconcile import ROLLING_BACK, Interrupted, plan_app
+from .state import State
+from .swap import Swap
+
+log = logging.getLogger("zdd.agent")
+
+
+class Converger:
+    def __init__(
+        self,
+        runtime: DockerRuntime,
+        router: CaddyRouter,
+        swap: Swap,
+        state: State,
+        ledger: Ledger,
+        save: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ):
+        self.runtime, self.router, self.swap = runtime, router, swap
+        self.state, self.ledger, self.save, self.clock = state, ledger, save, clock
+
+    def converge(self, apps: Iterable[AppConfig]) -> list[str]:
+        """Converge every app; returns the deploys it found failed (for STATUS). Raises ZddError when
+        Docker, zdd dns or Caddy cannot be brought to agree yet: the caller retries."""
+        self.runtime.ensure_network()
+        failures = []
+        for app in apps:
+            failure = self.converge_app(app)
+            if failure:
+                failures.append(failure)
+        return failures
+
+    def converge_app(self, app: AppConfig) -> str:
+        app_state = self.state.app(app.name)
+        plan = plan_app(
+            app.name, app_state, self.runtime.containers(app), set(self.router.routed(app.name)), self.clock()
+        )
+        for note in plan.notes:
+            log.warning("%s", note)
+        deploy_id = app_state.phase_data.get("deploy", "")
+        image_id = app_state.phase_data.get("image", "")
+        if plan.drain_and_stop and plan.current:
+            try:
+                self.swap.finish(app, plan.current, plan.drain_and_stop, deploy_id, plan.probation_until)
+            except PermanentError as err:
+                # The rest of its probation failed: the swap routed back and journalled it; settle that.
+                log.error("%s: deploy %s failed: %s", app.name, deploy_id, err)
+                assert app_state.phase == ROLLING_BACK, app_state.phase
+                return self.converge_app(app) or f"{app.name}: {err}"
+        else:
+            # Route first, remove after: never remove a container zdd dns may still answer.
+            self.router.ensure_route(app, [plan.current.address] if plan.current else [])
+        for found in plan.remove:
+            self.runtime.remove(found.id)
+            log.info("%s: removed container %s (not live)", app.name, found.name)
+        previous = app_state.current
+        if plan.interrupted == Interrupted.AFTER_SWITCH and previous and previous != plan.current:
+            app_state.previous_tag, app_state.previous_reference = previous.tag, previous.reference
+        unchanged = plan.current == previous and not app_state.phase and not plan.remove
+        app_state.current = plan.current
+        app_state.phase, app_state.phase_data = "", {}
+        settled = self.ledger.settle(app.name, deploy_id, plan.interrupted, image_id)
+        if settled or not unchanged:
+            self.save()
+        failed = [e for e in settled if e.result == Result.FAILED]
+        return f"{app.name}: {failed[-1].tag}: {failed[-1].reason}" if failed else ""

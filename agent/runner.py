@@ -1,0 +1,92 @@
+"""One queued request through the swap, and how it ended, in the ledger and in the journal."""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .config import AppConfig
+from .errors import TemporaryError, ZddError
+from .ledger import Ledger
+from .logcontext import deploy_context
+from .reconcile import LEFT_TO_CONVERGE
+from .reference import parse_reference
+from .state import HistoryEntry, State
+from .swap import Swap
+from .systemd import NOTICE
+
+log = logging.getLogger("zdd.agent")
+
+
+@dataclass(frozen=True)
+class Ran:
+    failure: str = ""  # for STATUS: what failed, when the deploy did
+    converge_first: bool = False  # something did not answer (or a bug): converge before the next deploy
+
+
+class DeployRunner:
+    def __init__(
+        self,
+        state: State,
+        ledger: Ledger,
+        swap: Swap,
+        save: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ):
+        self.state, self.ledger, self.swap, self.save, self.clock = state, ledger, swap, save, clock
+
+    def run(self, app: AppConfig, entry: HistoryEntry) -> Ran:
+        app_state = self.state.app(app.name)
+        current = app_state.current
+        self.ledger.start(entry, current.tag if current else "")
+        self.save()
+        what = f"{app.name}: {entry.from_tag or '(none)'} -> {entry.tag}"
+        ran = Ran()
+        with deploy_context(app.name, entry.tag, entry.deploy_id):
+            log.log(NOTICE, "%s: deploy %s started", what, entry.deploy_id)
+            try:
+                ref = parse_reference(entry.reference, app.image)
+                outcome = self.swap.deploy(app, ref, current, entry.deploy_id)
+            except TemporaryError as err:
+                ran = self._after_temporary_failure(app, entry, err, what)
+                if app_state.phase in LEFT_TO_CONVERGE:
+                    self.save()
+                    return ran  # the phase journal stays: the converger finishes the deploy, or its roll-back
+            except ZddError as err:
+                self.ledger.failed(entry, str(err), app_state.phase_data.get("image", ""))
+                ran = Ran(failure=f"{what}: {err}")
+                log.error("%s: deploy %s failed: %s", what, entry.deploy_id, err)
+            except Exception as err:  # a bug must not kill the agent: record it, converge, go on
+                self.ledger.failed(entry, f"internal error: {err!r}", app_state.phase_data.get("image", ""))
+                ran = Ran(failure=f"{what}: internal error", converge_first=True)
+                log.exception("%s: deploy %s failed with an internal error", what, entry.deploy_id)
+            else:
+                if outcome.changed:
+                    app_state.previous_tag = current.tag if current else ""
+                    app_state.previous_reference = current.reference if current else ""
+                    log.log(
+                        NOTICE,
+                        "%s: deploy %s succeeded in %.1fs",
+                        what,
+                        entry.deploy_id,
+                        self.clock() - entry.started_at,
+                    )
+                self.ledger.succeeded(entry, outcome.running.image_id, outcome.changed)
+                app_state.current = outcome.running
+            app_state.phase, app_state.phase_data = "", {}
+            self.save()
+        return ran
+
+    def _after_temporary_failure(self, app: AppConfig, entry: HistoryEntry, err: TemporaryError, what: str) -> Ran:
+        """dockerd, Caddy, zdd dns or the registry did not answer. The agent converges first (waiting
+        until they answer), then: a deploy that had switched is finished, one that had not is tried once
+        more."""
+        phase = self.state.app(app.name).phase
+        if phase in LEFT_TO_CONVERGE:
+            log.warning("%s: deploy %s: %s; it is live, the rest follows once that answers", what, entry.deploy_id, err)
+            return Ran(converge_first=True)
+        if self.ledger.retry_once(entry, str(err)):
+            log.warning("%s: deploy %s: %s; trying it once more once that answers", what, entry.deploy_id, err)
+            return Ran(converge_first=True)
+        log.error("%s: deploy %s failed (after one retry): %s", what, entry.deploy_id, err)
+        return Ran(failure=f"{what}: {err}", converge_first=True)

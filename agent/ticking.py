@@ -1,0 +1,114 @@
+"""Blocking calls that keep the agent alive: each runs in a worker thread while the caller ticks.
+
+systemd restarts the agent when WATCHDOG=1 stops (WatchdogSec=30s), and the pings come from the main
+loop only. A Docker call against a hung dockerd blocks for docker-py's 60 s timeout; a pull from a
+registry that stalls mid-layer blocks with no end; a health probe blocks for health_timeout. Through
+these wrappers the caller keeps ticking while the call runs, and gives up on a call that takes longer
+than it may (TemporaryError: the agent converges and retries later instead of being killed). The worker
+thread is abandoned then; docker-py's own timeout ends it.
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .errors import TemporaryError
+
+T = TypeVar("T")
+
+CALL_LIMIT = 90.0  # seconds a Docker call may take beyond its own expected duration (docker-py's is 60)
+TICK = 0.2  # seconds between ticks while a call runs
+
+
+class Ticking:
+    def __init__(
+        self,
+        tick: Callable[[], None],
+        monotonic: Callable[[], float] = time.monotonic,
+        stopping: Callable[[], bool] = lambda: False,
+    ):
+        self.tick, self.monotonic, self.stopping = tick, monotonic, stopping
+
+    def call(
+        self,
+        what: str,
+        fn: Callable[[], T],
+        expected: float = 0.0,
+        progress: list[float] | None = None,
+        stall: float = 0.0,
+        abandon_on_stop: bool = False,
+    ) -> T:
+        """Run `fn` and tick until it returns. `expected`: how long it may legitimately take, plus
+        CALL_LIMIT. With `progress` (a one-element list the call updates with monotonic times), the limit
+        is instead `stall` seconds without progress."""
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = fn()
+            except BaseException as err:  # handed to the caller below
+                outcome["error"] = err
+
+        worker = threading.Thread(target=run, name=f"zdd-{what}", daemon=True)
+        started = self.monotonic()
+        worker.start()
+        while worker.is_alive():
+            self.tick()
+            now = self.monotonic()
+            if progress is not None:
+                if now - max(progress[0], started) > stall:
+                    raise TemporaryError(f"{what}: no progress for {stall:g}s (pull_stall_timeout); given up")
+            elif now - started > expected + CALL_LIMIT:
+                raise TemporaryError(f"{what}: Docker did not answer within {expected + CALL_LIMIT:.0f}s; given up")
+            if abandon_on_stop and self.stopping():
+                raise TemporaryError(f"{what}: zdd is stopping; it is tried again after the restart")
+            worker.join(TICK)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+
+class TickingRuntime:
+    """swap.Runtime (and the converger's calls) over a real runtime, each call through Ticking."""
+
+    def __init__(self, runtime: Any, ticking: Ticking):
+        self.runtime, self.ticking = runtime, ticking
+
+    def pull(self, ref: Any, progress: Callable[[], None], stall_timeout: float) -> None:
+        last = [self.ticking.monotonic()]
+
+        def on_progress() -> None:  # from the worker thread: a float store, no lock needed
+            last[0] = self.ticking.monotonic()
+            progress()
+
+        self.ticking.call(
+            f"pull {ref}",
+            lambda: self.runtime.pull(ref, on_progress, stall_timeout),
+            progress=last,
+            stall=stall_timeout,
+            abandon_on_stop=True,
+        )
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        self.ticking.call(f"stop {container_id[:12]}", lambda: self.runtime.stop(container_id, timeout), timeout)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.runtime, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self.ticking.call(name, lambda: method(*args, **kwargs))
+
+        return call
+
+
+class TickingProber:
+    """swap.Prober: a probe blocks for up to health_timeout, which may be longer than the watchdog."""
+
+    def __init__(self, prober: Any, ticking: Ticking):
+        self.prober, self.ticking = prober, ticking
+
+    def check(self, address: str, path: str, timeout: float) -> str | None:
+        return self.ticking.call("health probe", lambda: self.prober.check(address, path, timeout), timeout)

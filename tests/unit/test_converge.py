@@ -1,0 +1,125 @@
+"""The converger carrying out reconcile's plans over fakes: what a restarted agent does, step by step."""
+
+from dataclasses import replace
+
+import pytest
+
+from tests.support.fakes import FakeClock, FakeJournal, FakeProber, FakeRouter, FakeRuntime
+from zdd.config import AppConfig
+from zdd.converge import Converger
+from zdd.ledger import Ledger, Result
+from zdd.reconcile import ROLLING_BACK, Found
+from zdd.state import Running, State
+from zdd.swap import Swap
+
+APP = AppConfig(name="web", image="r/web", port=8080, drain_timeout=3.0, stop_timeout=7.0, probation=0.0)
+V1 = Running("v1", "r/web:v1", "sha256:1", "c1", "zdd-web-1", "10.0.0.1:8080", since=1.0)
+V1_FOUND = Found("c1", "zdd-web-1", True, "10.0.0.1:8080", "v1", "r/web:v1", "sha256:1", "d1", since=1.0)
+V2_FOUND = Found("c2", "zdd-web-2", True, "10.0.0.2:8080", "v2", "r/web:v2", "sha256:2", "d2", since=2.0)
+V2_PHASE = {
+    "deploy": "d2",
+    "container": "c2",
+    "address": "10.0.0.2:8080",
+    "tag": "v2",
+    "reference": "r/web:v2",
+    "image": "sha256:2",
+    "name": "zdd-web-2",
+    "old": "c1",
+}
+
+
+@pytest.fixture
+def world():
+    log: list[str] = []
+    state = State(instance="ab12cd34")
+    runtime, router, clock = FakeRuntime(log), FakeRouter(log), FakeClock()
+    swap = Swap(runtime, router, FakeProber(log), clock, FakeJournal(log))
+    saves: list[int] = []
+    ledger = Ledger(state, clock=clock.time)
+    converger = Converger(runtime, router, swap, state, ledger, lambda: saves.append(1), clock=clock.time)
+    return {
+        "log": log,
+        "state": state,
+        "runtime": runtime,
+        "router": router,
+        "ledger": ledger,
+        "c": converger,
+        "saves": saves,
+    }
+
+
+def running_deploy(world, phase: str, data: dict) -> None:
+    """A deploy of v2 that a crash cut short in `phase`, as state.toml tells it after the restart."""
+    entry = world["ledger"].record("web", "v2", "r/web:v2", 1.0, -1)
+    entry.deploy_id = "d2"
+    world["ledger"].start(entry, "v1")
+    app_state = world["state"].app("web")
+    app_state.current, app_state.phase, app_state.phase_data = V1, phase, dict(data)
+
+
+def test_idle_and_right_changes_nothing(world):
+    world["state"].app("web").current = V1
+    world["runtime"].found = [V1_FOUND]
+    world["router"].routes = [["10.0.0.1:8080"]]
+    assert world["c"].converge([APP]) == []
+    assert world["log"] == [] and world["saves"] == []
+
+
+def test_a_crash_while_draining_is_finished_and_recorded(world):
+    running_deploy(world, "draining", V2_PHASE)
+    world["runtime"].found = [V1_FOUND, V2_FOUND]
+    world["router"].routes = [["10.0.0.2:8080", "10.0.0.1:8080"]]
+    world["c"].converge([APP])
+    assert [e for e in world["log"] if not e.startswith("phase")] == [
+        "route 10.0.0.2:8080 10.0.0.1:8080",
+        "route 10.0.0.2:8080",
+        "stop c1 timeout=7",
+        "remove c1",
+    ]
+    app_state = world["state"].app("web")
+    assert app_state.current.container_id == "c2" and app_state.previous_tag == "v1" and app_state.phase == ""
+    (entry,) = world["state"].history
+    assert (entry.result, entry.image_id) == (Result.SUCCEEDED, "sha256:2")
+
+
+def test_a_crash_while_rolling_back_routes_back_before_removing_the_new(world):
+    running_deploy(world, ROLLING_BACK, V2_PHASE)
+    world["runtime"].found = [V1_FOUND, V2_FOUND]
+    world["router"].routes = [["10.0.0.2:8080"]]  # the route back had not happened yet
+    failures = world["c"].converge([APP])
+    assert world["log"] == ["route 10.0.0.1:8080", "remove c2"]  # the route first: never an unrouted site
+    assert world["state"].app("web").current == V1
+    (entry,) = world["state"].history
+    assert entry.result == Result.FAILED and failures == [f"web: v2: {entry.reason}"]
+
+
+def test_a_roll_back_with_nothing_to_go_back_to_keeps_the_new(world):
+    running_deploy(world, ROLLING_BACK, V2_PHASE)
+    world["runtime"].found = [replace(V1_FOUND, running=False), V2_FOUND]
+    world["router"].routes = [["10.0.0.2:8080"]]
+    world["c"].converge([APP])
+    assert world["log"] == ["remove c1"]  # the route to c2 stays as it is
+    assert world["state"].app("web").current.container_id == "c2"
+
+
+@pytest.mark.parametrize(
+    ("routed", "adopted"),
+    [
+        (["10.0.0.1:8080"], "c1"),  # routes.toml survived: the container it routes to
+        ([], "c2"),  # nothing says: the most recently started running container
+    ],
+)
+def test_lost_state_adopts_the_serving_container_instead_of_a_503(world, routed, adopted):
+    world["runtime"].found = [V1_FOUND, V2_FOUND]
+    world["router"].routes = [routed] if routed else []
+    world["c"].converge([APP])
+    current = world["state"].app("web").current
+    assert current.container_id == adopted and current.tag == ("v1" if adopted == "c1" else "v2")
+    assert world["router"].routed("web") == [current.address]  # routed, not "no version deployed yet"
+    assert world["runtime"].removed == [c for c in ("c1", "c2") if c != adopted]
+
+
+def test_lost_state_with_nothing_running_stays_undeployed(world):
+    world["runtime"].found = [replace(V1_FOUND, running=False)]
+    world["c"].converge([APP])
+    assert world["state"].app("web").current is None and world["runtime"].removed == ["c1"]

@@ -1,0 +1,50 @@
+"""The agent's composition: an error of any kind while converging keeps it up, says so, and is retried."""
+
+import pytest
+
+from zdd.config import parse_config
+from zdd.daemon import Agent
+from zdd.errors import ConfigError, PermanentError, TemporaryError
+from zdd.systemd import Notifier
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def send(self, message: str) -> None:
+        self.sent.append(message)
+
+
+class Converger:
+    def __init__(self, error: Exception | None):
+        self.error = error
+
+    def converge(self, apps):
+        if self.error:
+            raise self.error
+        return []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TemporaryError("Docker engine unavailable"),
+        PermanentError("Caddy admin API POST /load: HTTP 400: an operator's unreloaded edit"),
+        ConfigError("Caddyfile /etc/caddy/Caddyfile: Permission denied"),
+    ],
+    ids=["temporary", "permanent", "config"],
+)
+def test_any_zdd_error_while_converging_keeps_the_agent_up_and_in_status(tmp_path, error):
+    config = parse_config({"state_dir": str(tmp_path / "state"), "apps": {"web": {"image": "r/web", "port": 8080}}})
+    (tmp_path / "state").mkdir()
+    notifier = RecordingNotifier()
+    agent = Agent(config, notifier)
+    agent.converger = Converger(error)
+    agent.try_converge()  # issue 11.4: this used to escape run() for all but temporary errors
+    assert not agent.converged
+    assert notifier.sent[-1] == f"STATUS=waiting: {error}"
+    agent.converger = Converger(None)
+    agent.try_converge()
+    assert agent.converged
