@@ -1,15 +1,20 @@
 """Convergence when the world changes under the agent: config edits, lost state, two agents, a frozen
 dockerd, a registry that stalls. Against a real dockerd, Caddy and zdd dns, with a client throughout."""
 
+import http.client
+import http.server
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+import docker.errors
 import pytest
 
 from tests.integration.test_deploy import assert_no_failures, wait_until
+from tests.support import images
 from tests.support.load import LoadClient
 from zdd.state import StateStore
 
@@ -105,3 +110,91 @@ def test_dockerd_frozen_longer_than_the_watchdog_the_agent_keeps_pinging(stack, 
     gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
     assert len(pings) >= 5 and max(gaps) < 3.5, gaps  # never near the 4 s timeout
     assert stack.agent.process.poll() is None
+
+
+class StallingRegistry:
+    """A proxy in front of the real registry that sends the first bytes of every blob, then nothing: a
+    registry (or a network) that stalls mid-layer."""
+
+    def __init__(self, upstream: str):
+        host, port = upstream.rsplit(":", 1)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                self._forward("GET")
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._forward("HEAD")
+
+            def _forward(self, method: str) -> None:
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                conn.request(method, self.path, headers={k: v for k, v in self.headers.items() if k != "Host"})
+                response = conn.getresponse()
+                body = response.read()
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.end_headers()
+                if method == "HEAD":
+                    return
+                if "/blobs/" in self.path and len(body) > 64 * 1024:
+                    self.wfile.write(body[: 64 * 1024])
+                    self.wfile.flush()
+                    stalled.wait(600)  # then nothing more, until the test ends
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        stalled = threading.Event()
+        self.stalled = stalled
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stalled.set()
+        self.server.shutdown()
+
+
+@ONLY_DEBIAN_CADDY
+def test_a_registry_that_stalls_mid_layer_fails_the_deploy_and_the_agent_stays_alive(
+    stack, registry, docker_client, test_images
+):
+    # Issue 11.6: the pull makes no progress; zdd gives it up after pull_stall_timeout (tried twice, as
+    # an outage is), keeps pinging the watchdog throughout, and v1 serves on.
+    proxy = StallingRegistry(registry)
+    try:
+        # An image of its own, pushed and then removed here: no layer of it may be on the host.
+        images.build(docker_client, "stall", padding_mb=20, repository=f"{registry}/zdd-it/web")
+        for message in docker_client.api.push(f"{registry}/zdd-it/web", tag="stall", stream=True, decode=True):
+            assert "error" not in message, message
+        docker_client.images.remove(f"{registry}/zdd-it/web:stall")
+        docker_client.images.get(test_images["v1"]).tag(f"{proxy.address}/zdd-it/web", "v1")
+        stack.configure(image=f"{proxy.address}/zdd-it/web", pull="missing", pull_stall_timeout="4s")
+        stack.start(watchdog_usec=4_000_000)
+        assert stack.deploy("v1").returncode == 0  # on the host already: no pull
+        with LoadClient(stack.caddy.port, slow_workers=1) as load:
+            started = time.monotonic()
+            result = stack.deploy("stall", timeout=120)
+            ended = time.monotonic()
+        assert result.returncode == 1
+        assert "no progress for 4s (pull_stall_timeout); given up" in result.stderr, result.stderr
+        assert_no_failures(stack, load)
+        assert stack.caddy.get() == (200, "v1") and stack.agent.process.poll() is None
+        pings = [t for t, m in stack.agent.notify.messages if "WATCHDOG=1" in m and started <= t <= ended]
+        assert max(b - a for a, b in zip(pings, pings[1:], strict=False)) < 3.5
+        (entry,) = [e for e in StateStore(stack.state_dir).load().history if e.tag == "stall"]
+        assert entry.result == "failed" and entry.attempts == 1  # an outage: tried once more, then failed
+    finally:
+        proxy.close()
+        for name in (f"{proxy.address}/zdd-it/web:v1", f"{registry}/zdd-it/web:stall"):
+            try:
+                docker_client.images.remove(name)
+            except docker.errors.ImageNotFound:
+                pass
