@@ -118,7 +118,7 @@ class CaddyAdmin:
             response = conn.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException) as err:
-            raise TemporaryError(f"Caddy admin API at {self.address} unreachable: {err}") from None
+            raise TemporaryError(f"Caddy admin API at {self.address} unreachable: {err}") from err
         finally:
             conn.close()
         if response.status >= 400:
@@ -261,7 +261,7 @@ class CaddyRouter:
         try:
             cause = (caddyfile.read_text(encoding="utf-8"), snippet.read_text(encoding="utf-8"))
         except OSError as err:
-            raise ConfigError(f"Caddyfile {caddyfile}: {err.strerror}") from None
+            raise ConfigError(f"Caddyfile {caddyfile}: {err.strerror}") from err
         if cause == self._unhelpful_reload:
             return
         if not caddyfile_imports(cause[0], snippet):

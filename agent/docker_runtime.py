@@ -50,7 +50,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"env_file {path}: {err.strerror}") from None
+        raise ConfigError(f"env_file {path}: {err.strerror}") from err
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -68,7 +68,7 @@ class DockerRuntime:
         try:
             self.client = docker.DockerClient(base_url=base_url, version=API_VERSION, timeout=API_TIMEOUT)
         except docker.errors.DockerException as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
 
     # --- images -------------------------------------------------------------------------------
     def has_image(self, ref: ImageRef) -> bool:
@@ -78,7 +78,7 @@ class DockerRuntime:
         except docker.errors.ImageNotFound:
             return False
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
 
     def free_bytes(self) -> int | None:
         """Free space in Docker's data root (None if it cannot be read, e.g. a remote engine)."""
@@ -86,7 +86,7 @@ class DockerRuntime:
             root = self.client.info().get("DockerRootDir", "")
             stats = os.statvfs(root)
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
         except OSError as err:
             log.debug("cannot read free space of Docker's data root: %s", err)
             return None
@@ -98,7 +98,7 @@ class DockerRuntime:
         except docker.errors.ImageNotFound:
             raise PermanentError(f"image {ref} is not on this host") from None
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
 
     def pull(self, ref: ImageRef, progress: Callable[[], None], stall_timeout: float = 0.0) -> None:
         """Blocks while the pull runs, calling `progress` on every message; `stall_timeout` is enforced by
@@ -111,11 +111,11 @@ class DockerRuntime:
                 if "error" in message:
                     raise _pull_error(ref, message.get("error") or str(message))
         except docker.errors.NotFound as err:
-            raise PermanentError(f"pull {ref}: not found in the registry ({err.explanation})") from None
+            raise PermanentError(f"pull {ref}: not found in the registry ({err.explanation})") from err
         except docker.errors.APIError as err:
-            raise _pull_error(ref, str(err.explanation or err)) from None
+            raise _pull_error(ref, str(err.explanation or err)) from err
         except requests.exceptions.ConnectionError as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
 
     def remove_image(self, reference: str, image_id: str) -> str:
         """Remove the name zdd deployed an image by ("removed"), only while it still means that image;
@@ -140,9 +140,9 @@ class DockerRuntime:
         except docker.errors.APIError as err:
             if err.status_code == 409:  # a container, zdd's or anyone's, still uses it
                 return f"kept: {err.explanation or err}"
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
         except requests.exceptions.ConnectionError as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
 
     # --- containers -----------------------------------------------------------------------------
     def ensure_network(self) -> None:
@@ -151,9 +151,9 @@ class DockerRuntime:
                 self.client.networks.create(self.network, driver="bridge", labels={"zdd.managed": "true"})
                 log.info("created Docker network %s", self.network)
         except docker.errors.APIError as err:
-            raise TemporaryError(f"Docker network {self.network}: {err.explanation or err}") from None
+            raise TemporaryError(f"Docker network {self.network}: {err.explanation or err}") from err
         except requests.exceptions.ConnectionError as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
 
     def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container:
         env = read_env_file(app.env_file) if app.env_file else {}
@@ -185,16 +185,16 @@ class DockerRuntime:
                 detach=True,
             )
         except docker.errors.APIError as err:
-            raise PermanentError(f"cannot create container {name}: {err.explanation or err}") from None
+            raise PermanentError(f"cannot create container {name}: {err.explanation or err}") from err
         except requests.exceptions.ConnectionError as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
         try:
             container.start()
             container.reload()
             ip = container.attrs["NetworkSettings"]["Networks"][self.network]["IPAddress"]
         except (docker.errors.APIError, KeyError) as err:
             self.remove(container.id)
-            raise PermanentError(f"cannot start container {name}: {getattr(err, 'explanation', None) or err}") from None
+            raise PermanentError(f"cannot start container {name}: {getattr(err, 'explanation', None) or err}") from err
         return Container(id=container.id, name=name, address=f"{ip}:{app.port}")
 
     def keep_running(self, container_id: str) -> None:
@@ -203,9 +203,9 @@ class DockerRuntime:
             self.client.api.update_container(container_id, restart_policy={"Name": "unless-stopped"})
         except docker.errors.APIError as err:
             explanation = err.explanation or err
-            raise PermanentError(f"cannot set the restart policy of {container_id[:12]}: {explanation}") from None
+            raise PermanentError(f"cannot set the restart policy of {container_id[:12]}: {explanation}") from err
         except requests.exceptions.ConnectionError as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
 
     def exit_reason(self, container_id: str) -> str | None:
         try:
@@ -213,7 +213,7 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return "was removed"
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
         state = container.attrs["State"]
         # Its restart policy brings a crashed container back within moments: a restart counts as a crash.
         restarts = container.attrs.get("RestartCount", 0)
@@ -223,7 +223,7 @@ class DockerRuntime:
         try:
             last_lines = container.logs(tail=3).decode(errors="replace").strip().replace("\n", " | ")
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
-            raise _unavailable(err) from None  # stopped by a dockerd that is going away, most likely
+            raise _unavailable(err) from err  # stopped by a dockerd that is going away, most likely
         if up:
             reason = f"crashed and was restarted by Docker ({restarts} time(s))"  # its exit code is gone by now
         else:
@@ -238,7 +238,7 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return False
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
 
     def stop(self, container_id: str, timeout: float) -> None:
         try:
@@ -249,7 +249,7 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
         finally:
             self.client.api.timeout = API_TIMEOUT
 
@@ -261,9 +261,9 @@ class DockerRuntime:
         except docker.errors.APIError as err:
             if err.status_code == 409 and "already in progress" in str(err.explanation):
                 return  # someone (docker rm, a restart policy race) is removing it already: it goes
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
         except requests.exceptions.ConnectionError as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
 
     def containers(self, app: AppConfig, instance: str | None = None) -> list[Found]:
         """Every container zdd started for `app`, running or not, found by its labels: this agent's
@@ -275,7 +275,7 @@ class DockerRuntime:
         try:
             found = self.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
         except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
-            raise _unavailable(err) from None
+            raise _unavailable(err) from err
         return [_found(c, app, self.network) for c in found]
 
 
