@@ -215,12 +215,18 @@ class CaddyRouter:
     def route(self, app: AppConfig, addresses: Sequence[str]) -> None:
         """Make `app`'s name answer addresses[0] (per port: see agent/routes.py). A new table is a
         switch without a reload; only a snippet that must change (first version, new port) is loaded."""
+        self._apply(app, addresses)
+
+    def _apply(self, app: AppConfig, addresses: Sequence[str]) -> bool:
+        """Table first (zdd dns answers it, checked), then the snippet; True when Caddy was reloaded."""
         self._save_route(app, addresses)
         if addresses:
             self.verify(app, addresses)
-        if self.write_snippet(app, addresses):
-            log.info("%s: Caddy re-reads the Caddyfile: the app's snippet changed", app.name)
-            self.reload()
+        if not self.write_snippet(app, addresses):
+            return False
+        log.info("%s: Caddy re-reads the Caddyfile: the app's snippet changed", app.name)
+        self.reload()
+        return True
 
     def verify(self, app: AppConfig, addresses: Sequence[str]) -> None:
         """Ask zdd dns what Caddy will be told. It re-reads routes.toml on every query, so a wrong
@@ -243,13 +249,7 @@ class CaddyRouter:
     def ensure_route(self, app: AppConfig, addresses: Sequence[str]) -> None:
         """Converge without needless reloads: the table and the snippet say `addresses`, zdd dns answers
         it, and Caddy runs a config that uses the snippet (re-read only if it does not)."""
-        self._save_route(app, addresses)
-        if addresses:
-            self.verify(app, addresses)
-        if self.write_snippet(app, addresses):
-            log.info("%s: Caddy re-reads the Caddyfile: the app's snippet changed", app.name)
-            self.reload()
-        elif addresses and not self.caddy_uses_snippet(app, addresses):
+        if not self._apply(app, addresses) and addresses and not self.caddy_uses_snippet(app, addresses):
             self._reload_for_missing(app)
 
     def _reload_for_missing(self, app: AppConfig) -> None:
