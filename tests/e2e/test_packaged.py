@@ -7,9 +7,7 @@ engine ever runs; the machine's docker group gets the socket's gid so the zdd us
 """
 
 import json
-import subprocess
 import time
-from pathlib import Path
 
 import docker
 import pytest
@@ -21,7 +19,6 @@ from tests.support.load import LoadClient
 from tests.support.machine import Machine
 from tests.support.net import http_get
 
-ROOT = Path(__file__).resolve().parents[2]
 SITE_PORT, ADMIN_PORT = 18090, 2019  # Debian's `systemctl reload caddy` talks to the default admin address
 CADDYFILE = f"""{{
 	admin 127.0.0.1:{ADMIN_PORT}
@@ -53,16 +50,6 @@ probation = "2s"
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("deb")
-    build = subprocess.run([str(ROOT / "packaging" / "build-deb"), str(out)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout + build.stderr
-    assert "lintian: no errors, no warnings" in build.stdout
-    (path,) = out.glob("zdd_*_all.deb")
-    return path
-
-
-@pytest.fixture(scope="module")
 def machine(tmp_path_factory, deb):
     client = docker.DockerClient(base_url="unix:///var/run/docker.sock")
     for tag in ("v1", "v2", "v3"):
@@ -70,12 +57,7 @@ def machine(tmp_path_factory, deb):
     m = Machine.from_cache(tmp_path_factory.mktemp("machine"))
     m.boot()
     try:
-        m.run("systemctl", "mask", "docker.service", "docker.socket", "containerd.service")
-        (m.root / "opt" / deb.name).write_bytes(deb.read_bytes())  # /tmp is a tmpfs once booted
-        m.run("apt-get", "update", "-q", timeout=600)
-        m.run("apt-get", "install", "-y", "-q", f"/opt/{deb.name}", timeout=900)
-        socket_gid = str(Path("/run/docker.sock").stat().st_gid)
-        m.run("groupmod", "-o", "-g", socket_gid, "docker")
+        m.install_zdd(deb)  # the deb: tests/e2e/conftest.py
         m.write("/etc/zdd/zdd.toml", ZDD_TOML)
         # zdd first: it writes the snippet the Caddyfile imports, or Caddy would refuse to start.
         m.run("systemctl", "restart", "zdd")

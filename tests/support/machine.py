@@ -35,6 +35,10 @@ def cached_rootfs() -> Path:
 
 
 class Machine:
+    # Every machine shares this host's network: two booted at once would fight over Caddy's admin
+    # (127.0.0.1:2019) and zdd-dns.socket (127.0.0.1:5354). So one at a time (fixtures are module-scoped).
+    booted: "Machine | None" = None
+
     def __init__(self, root: Path, log: Path):
         self.root, self.log = root, log
         self.process: subprocess.Popen | None = None
@@ -51,6 +55,9 @@ class Machine:
         return cls(root, workdir / "machine.log")
 
     def boot(self, timeout: float = 120) -> None:
+        if Machine.booted is not None:
+            raise RuntimeError(f"a machine is still booted ({Machine.booted.root}): they share this host's network")
+        Machine.booted = self
         (APT_CACHE / "partial").mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
@@ -105,6 +112,21 @@ class Machine:
             raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
 
+    def install_zdd(self, deb: Path) -> None:
+        """`apt-get install ./zdd_*.deb`, as an operator would, on a machine that uses this host's dockerd.
+
+        Docker: the machine uses the host's dockerd through the bound /run/docker.sock. apt installs
+        docker.io inside too (zdd depends on an engine), but its units are masked before the install so
+        only the host's engine ever runs; the machine's docker group gets the socket's gid, and zdd is
+        restarted to run with it, as on a host where group docker is the socket's group.
+        """
+        self.run("systemctl", "mask", "docker.service", "docker.socket", "containerd.service")
+        (self.root / "opt" / deb.name).write_bytes(deb.read_bytes())  # /tmp is a tmpfs once booted
+        self.run("apt-get", "update", "-q", timeout=600)
+        self.run("apt-get", "install", "-y", "-q", f"/opt/{deb.name}", timeout=900)
+        self.run("groupmod", "-o", "-g", str(Path("/run/docker.sock").stat().st_gid), "docker")
+        self.run("systemctl", "restart", "zdd")
+
     def sh(self, script: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         return self.run("sh", "-c", script, check=check, timeout=timeout)
 
@@ -115,6 +137,7 @@ class Machine:
 
     def shutdown(self) -> None:
         if not self.process:
+            Machine.booted = None if Machine.booted is self else Machine.booted
             return
         if self.process.poll() is None:
             self.run("systemctl", "poweroff", "--no-block", check=False)
@@ -124,3 +147,4 @@ class Machine:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        Machine.booted = None
