@@ -87,7 +87,10 @@ class Agent:
         self.queue = QueueFile(config.queue_path)
         self.queue.restore(self.state.queue_offsets)
         self.drop = RequestDrop(config.requests_dir)
-        self.intake = Intake(self.queue, self.drop, self.ledger, self.state, self.save, self.config.repositories)
+        # A lambda: a reload replaces self.config, and the intake must check against the config in force.
+        self.intake = Intake(
+            self.queue, self.drop, self.ledger, self.state, self.save, lambda: self.config.repositories()
+        )
         self._build(config)
         self.converged = False  # start-up convergence done; retried each wake-up until it is
         self._converge_error = ""

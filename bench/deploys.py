@@ -42,7 +42,7 @@ def main() -> int:
     keys = {"health_successes": 2, "health_interval": "50ms", "drain_timeout": "5s", "stop_timeout": "2s"}
     with (
         tempfile.TemporaryDirectory() as tmp,
-        zdd_stack(client, args.caddy, Path(tmp), "zdd-bench-deploys", **keys) as (caddy, agent),
+        zdd_stack(client, args.caddy, Path(tmp), f"zdd-bench-deploys-{os.getpid()}", **keys) as (caddy, agent),
     ):
         assert agent.cli("deploy", VERSIONS[0], "--wait").returncode == 0, agent.log
         took: list[float] = []

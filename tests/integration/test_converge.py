@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.test_deploy import assert_no_failures, wait_until
 from tests.support import images
+from tests.support.dockerd import dockerd_pid
 from tests.support.load import LoadClient
 from zdd.state import StateStore
 
@@ -96,7 +97,7 @@ def test_dockerd_frozen_longer_than_the_watchdog_the_agent_keeps_pinging(stack, 
     stack.configure(top={"reconcile_interval": "1s"})
     stack.start(watchdog_usec=4_000_000)
     assert stack.deploy("v1").returncode == 0
-    dockerd = int(subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=True).stdout.split()[0])
+    dockerd = dockerd_pid()
     frozen = time.monotonic()
     os.kill(dockerd, signal.SIGSTOP)
     try:

@@ -12,11 +12,25 @@ import docker
 LOG = Path("/var/log/dockerd.log")
 
 
-def _dockerd_pid() -> int:
+def _socket_of(pid: int) -> str:
+    """The socket a dockerd serves: its -H/--host, else the default one."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+    for i, arg in enumerate(args):
+        if arg.startswith("--host="):
+            return arg.partition("=")[2]
+        if arg in ("-H", "--host") and i + 1 < len(args):
+            return args[i + 1]
+    return "unix:///var/run/docker.sock"
+
+
+def dockerd_pid(docker_host: str = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")) -> int:
+    """The dockerd the tests use (another engine may run beside it, e.g. one a benchmark uses)."""
     pids = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
-    if len(pids) != 1:
-        raise AssertionError(f"expected one dockerd process, found {pids or 'none'}")
-    return int(pids[0])
+    wanted = docker_host.replace("unix:///run/", "unix:///var/run/")
+    ours = [int(p) for p in pids if _socket_of(int(p)).replace("unix:///run/", "unix:///var/run/") == wanted]
+    if len(ours) != 1:
+        raise AssertionError(f"expected one dockerd serving {docker_host}, found {ours or 'none'} (all: {pids})")
+    return ours[0]
 
 
 def _under_systemd(pid: int) -> bool:
@@ -25,7 +39,7 @@ def _under_systemd(pid: int) -> bool:
 
 def stop_dockerd(timeout: float = 60.0) -> list[str]:
     """Stop dockerd and wait until it has exited. Returns the command line to start it again."""
-    pid = _dockerd_pid()
+    pid = dockerd_pid()
     command = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
     if _under_systemd(pid):
         subprocess.run(["systemctl", "stop", "docker.service", "docker.socket"], check=True, timeout=timeout)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from zdd.config import parse_config
+from zdd.config import load_config, parse_config
 from zdd.daemon import Agent
 from zdd.errors import ConfigError, PermanentError, TemporaryError
 from zdd.systemd import Notifier
@@ -48,3 +48,16 @@ def test_any_zdd_error_while_converging_keeps_the_agent_up_and_in_status(tmp_pat
     agent.converger = Converger(None)
     agent.try_converge()
     assert agent.converged
+
+
+def test_a_reload_that_adds_the_first_app_reaches_the_queue(tmp_path):
+    # The README's path: install, then add [apps.web] and `systemctl reload zdd`; the queue must accept it.
+    path = tmp_path / "zdd.toml"
+    path.write_text(f'state_dir = "{tmp_path / "state"}"\n')
+    (tmp_path / "state").mkdir()
+    agent = Agent(load_config(path), RecordingNotifier())
+    assert agent.intake.repositories() == {}
+    path.write_text(path.read_text() + '[apps.web]\nimage = "r/web"\nport = 8080\n')
+    agent.reload_config()
+    assert agent.intake.repositories() == {"web": "r/web"}
+    assert agent.router.config.apps.keys() == {"web"} and agent.notifier.sent[-1] == "READY=1"
