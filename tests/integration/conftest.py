@@ -77,7 +77,6 @@ class Stack:
         self.state_dir.mkdir()
         self.network = f"zdd-it-{secrets.token_hex(3)}"
         self.resolver = f"127.0.0.1:{free_udp_port()}"  # where this stack's zdd dns answers Caddy
-        self.snippet = workdir / "state-caddy" / "web.caddy"  # the default: beside the state dir
         self.caddy = CaddyServer(caddy_binary, workdir, self.snippet)
         self.config_path = workdir / "zdd.toml"
         self.agent = AgentProcess(self.config_path, self.state_dir, workdir)
@@ -111,6 +110,11 @@ class Stack:
             self.caddy.binary,
             **(top or {}),
         )
+
+    @property
+    def snippet(self) -> Path:
+        """The default snippet dir: beside the state dir (a test may move the state dir)."""
+        return self.state_dir.with_name(f"{self.state_dir.name}-caddy") / "web.caddy"
 
     def start(self, watchdog_usec: int | None = None) -> "Stack":
         # The agent first: it writes the snippet the Caddyfile imports (Caddy refuses a missing import).

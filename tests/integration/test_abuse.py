@@ -146,6 +146,7 @@ def test_only_root_and_the_deployers_group_may_queue_and_the_requester_is_record
     finally:
         stack.agent.close()
         shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(stack.snippet.parent, ignore_errors=True)
         shutil.rmtree(f"/var/tmp/zdd-it-pkg-{os.getpid()}", ignore_errors=True)
 
 

@@ -12,6 +12,7 @@ from tests.integration.test_deploy import wait_until
 from tests.support.dockerd import start_dockerd, stop_dockerd
 from tests.support.images import SLOW_SECONDS
 from tests.support.load import LoadClient
+from zdd.caddy import CaddyRouter
 from zdd.state import StateStore
 
 ONLY_DEBIAN_CADDY = pytest.mark.parametrize("caddy_binary", ["caddy2.6"], indirect=True)
@@ -19,7 +20,9 @@ ONLY_DEBIAN_CADDY = pytest.mark.parametrize("caddy_binary", ["caddy2.6"], indire
 
 def restart_dockerd_when(stack, saw_it_down: str) -> tuple[float, float]:
     """Stop dockerd, wait until the agent's log shows `saw_it_down`, start dockerd again.
-    Returns (monotonic moment it was stopped, moment the site answered 200 again)."""
+    Returns (monotonic moment it was stopped, moment the site was back). Back means: zdd dns answers the
+    addresses the containers have now (dockerd may restart them on each other's IPs), Caddy has asked it
+    since (its refresh), and the site answers 200."""
     down = time.monotonic()
     command = stop_dockerd()
     try:
@@ -27,8 +30,18 @@ def restart_dockerd_when(stack, saw_it_down: str) -> tuple[float, float]:
         assert stack.agent.process.poll() is None, "the agent died with dockerd"
     finally:
         start_dockerd(command, DOCKER_HOST)
-    wait_until(lambda: stack.caddy.get()[0] == 200, 60, "the site serving again")
+
+    def back() -> bool:
+        running = {live_address(stack, c) for c in stack.containers() if c.status == "running"}
+        return bool(stack.caddy.routed()) and stack.caddy.routed() <= running and stack.caddy.get()[0] == 200
+
+    wait_until(back, 60, "the site serving again from where the containers are")
+    time.sleep(CaddyRouter.switch_delay)
     return down, time.monotonic()
+
+
+def live_address(stack, container) -> str:
+    return f"{container.attrs['NetworkSettings']['Networks'][stack.network]['IPAddress']}:8080"
 
 
 def deploy_v2_and_restart_dockerd_at(stack, status: str, saw_it_down: str) -> tuple[float, float]:
