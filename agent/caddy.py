@@ -179,6 +179,10 @@ class CaddyRouter:
         return True
 
     # --- the snippet ------------------------------------------------------------------------------
+    def _snippet_port(self, app: AppConfig) -> int | None:
+        addresses = self.routed(app.name)
+        return address_port(addresses[0]) if addresses else None
+
     def _snippet_text(self, app: AppConfig, addresses: Sequence[str]) -> str:
         if not addresses:
             return render_snippet(app, None, 0, self.config.caddy.resolver)
@@ -214,8 +218,26 @@ class CaddyRouter:
     # --- swap.Router --------------------------------------------------------------------------------
     def route(self, app: AppConfig, addresses: Sequence[str]) -> None:
         """Make `app`'s name answer addresses[0] (per port: see agent/routes.py). A new table is a
-        switch without a reload; only a snippet that must change (first version, new port) is loaded."""
-        self._apply(app, addresses)
+        switch without a reload; only a snippet that must change (first version, new port) is loaded.
+        A switch Caddy would not see (its running config lacks the app's upstream) is refused: the
+        caller must not then stop the container Caddy really sends requests to."""
+        reloaded = self._apply(app, addresses)
+        if not addresses:
+            return
+        try:
+            if self.caddy_uses_snippet(app, addresses):
+                return
+            if not reloaded:
+                self._reload_for_missing(app)
+                if self.caddy_uses_snippet(app, addresses):
+                    return
+        except TemporaryError as err:
+            log.warning("%s: cannot ask Caddy whether it uses the app's upstream (%s); going on", app.name, err)
+            return
+        raise PermanentError(
+            f"{app.name}: Caddy's running config does not use the app's upstream, so a switch would reach no "
+            f"one; does {self.config.caddy.caddyfile} import {self.config.snippet_path(app.name)}? (zdd check)"
+        )
 
     def _apply(self, app: AppConfig, addresses: Sequence[str]) -> bool:
         """Table first (zdd dns answers it, checked), then the snippet; True when Caddy was reloaded."""
@@ -275,10 +297,15 @@ class CaddyRouter:
             return
         log.warning("%s: Caddy's running config lacks the app's upstream; re-reading %s", app.name, caddyfile)
         self.reload()
-        self._unhelpful_reload = cause
+        # Remembered only when the reload did not help: if Caddy loses it again later, it is re-read again.
+        self._unhelpful_reload = None if self.caddy_uses_snippet(app) else cause
 
-    def caddy_uses_snippet(self, app: AppConfig, addresses: Sequence[str]) -> bool:
-        name = upstream_name(app.name, address_port(addresses[0]), self.instance)
+    def caddy_uses_snippet(self, app: AppConfig, addresses: Sequence[str] = ()) -> bool:
+        """Does Caddy's running config use the upstream name the app's snippet names now?"""
+        port = address_port(addresses[0]) if addresses else self._snippet_port(app)
+        if port is None:
+            return True  # no version yet: the snippet answers 503, nothing to look for
+        name = upstream_name(app.name, port, self.instance)
         config = json.loads(self.admin.request("GET", "/config/") or b"null")
         return any(item.get("name") == name for item in json_objects(config) if item.get("source") == "a")
 

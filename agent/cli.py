@@ -7,6 +7,7 @@ import os
 import pwd
 import sys
 import time
+import tomllib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,13 +17,14 @@ from .check import check_host
 from .config import Config, config_path, load_config
 from .errors import ConfigError, RequestError, TemporaryError, ZddError
 from .host import reload_safety_problem
+from .ledger import TERMINAL, Ledger
+from .lock import StateLock
 from .queue import QueueFile, RequestDrop
 from .reference import parse_request
 from .state import HistoryEntry, StateStore
 from .systemd import setup_logging, under_journal
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_LIVE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
-TERMINAL = ("succeeded", "unchanged", "failed", "superseded")
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -52,9 +54,10 @@ def cmd_dns(args: argparse.Namespace) -> int:
         config = _load(args)
     except ConfigError as err:
         # The site depends on these answers: a config in the middle of an edit must not take them away.
+        # Only where routes.toml lives matters here: take state_dir from the file if it says it at all.
+        config = Config(state_dir=_state_dir_leniently(args))
         for problem in err.problems:
-            log.error("zdd dns: %s; answering from the default state dir", problem)
-        config = Config(state_dir=Path(args.state_dir or os.environ.get("ZDD_STATE_DIR") or Config.state_dir))
+            log.error("zdd dns: %s; answering from %s", problem, config.routes_path)
     sock = dns.systemd_socket()
     where = "the socket systemd passed (zdd-dns.socket)"
     if sock is None:
@@ -70,21 +73,38 @@ def cmd_dns(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _state_dir_leniently(args: argparse.Namespace) -> Path:
+    override = args.state_dir or os.environ.get("ZDD_STATE_DIR")
+    if override:
+        return Path(override)
+    try:
+        value = tomllib.loads(config_path(args.config).read_text(encoding="utf-8")).get("state_dir")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        value = None
+    return Path(value) if isinstance(value, str) and value.startswith("/") else Config.state_dir
+
+
 def cmd_detach(args: argparse.Namespace) -> int:
-    """Before zdd goes (the package's prerm): each app's snippet names its live container as a fixed
-    upstream and Caddy loads it, so the sites serve on without zdd dns."""
+    """Before zdd goes (the package's prerm, once zdd.service is stopped): each app's snippet names the
+    container zdd dns answers now as a fixed upstream, and Caddy loads it, so the sites serve on
+    without zdd dns. Refused while an agent runs: it could route again behind detach's back."""
     config = _load(args)
-    state = StateStore(config.state_dir).load()
-    router = CaddyRouter(config, state.instance)
-    for name, app in config.apps.items():
-        current = state.app(name).current
-        router.detach(app, current.address if current else None)
-        print(
-            f"{name}: Caddy now proxies to {current.address} ({current.tag}) without zdd"
-            if current
-            else f"{name}: not deployed; its snippet answers 503"
-        )
-    router.reload()
+    lock = StateLock(config.state_dir)
+    lock.acquire()
+    try:
+        state = StateStore(config.state_dir).load()
+        router = CaddyRouter(config, state.instance)
+        pinned = {}
+        for name, app in config.apps.items():
+            routed = router.routed(name)  # what Caddy is told now (mid-deploy, the new container)
+            current = state.app(name).current
+            pinned[name] = routed[0] if routed else (current.address if current else None)
+            router.detach(app, pinned[name])
+        router.reload()
+    finally:
+        lock.release()
+    for name, address in pinned.items():
+        print(f"{name}: Caddy proxies to {address} without zdd" if address else f"{name}: not deployed (503)")
     return EXIT_OK
 
 
@@ -162,11 +182,6 @@ def _report(entry: HistoryEntry) -> int:
     return EXIT_FAILED
 
 
-def _last_entry(history: list[HistoryEntry], app: str) -> HistoryEntry | None:
-    done = [e for e in history if e.app == app and e.result in TERMINAL]
-    return done[-1] if done else None
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args)
     state = StateStore(config.state_dir).load()
@@ -174,7 +189,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name in config.apps:
         app_state = state.app(name)
         current = app_state.current
-        last = _last_entry(state.history, name)
+        last = Ledger(state).last_ended(name)
         report[name] = {
             "current": current.tag if current else None,
             "reference": current.reference if current else None,

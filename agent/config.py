@@ -217,7 +217,13 @@ def _loopback_host_port(value: str, why: str, form: str = "HOST:PORT on loopback
 
 
 def check_resolver_address(value: str) -> str:
-    """zdd dns answers whoever reaches it: loopback only, HOST:PORT (UDP)."""
+    """zdd dns answers whoever reaches it: loopback only, IP:PORT (UDP). An IP, not `localhost`: Caddy
+    would try ::1 first, where the socket does not listen."""
+    host = value.rpartition(":")[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r} must be IP:PORT on loopback, e.g. 127.0.0.1:5354") from None
     return _loopback_host_port(value, "zdd dns tells whoever asks where the apps run")
 
 

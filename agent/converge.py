@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from .caddy import CaddyRouter
 from .config import AppConfig
 from .docker_runtime import DockerRuntime
-from .errors import PermanentError
+from .errors import PermanentError, TemporaryError
 from .ledger import Ledger, Result
 from .reconcile import ROLLING_BACK, Interrupted, plan_app
 from .state import State
@@ -60,9 +60,11 @@ class Converger:
             try:
                 self.swap.finish(app, plan.current, plan.drain_and_stop, deploy_id, plan.probation_until)
             except PermanentError as err:
+                if app_state.phase != ROLLING_BACK:
+                    # Not a verdict on the version (e.g. Caddy refused a reload): keep the journal, retry.
+                    raise TemporaryError(f"{app.name}: finishing deploy {deploy_id}: {err}") from err
                 # The rest of its probation failed: the swap routed back and journalled it; settle that.
                 log.error("%s: deploy %s failed: %s", app.name, deploy_id, err)
-                assert app_state.phase == ROLLING_BACK, app_state.phase
                 return self.converge_app(app) or f"{app.name}: {err}"
         else:
             # Route first, remove after: never remove a container zdd dns may still answer.

@@ -18,13 +18,13 @@ from .converge import Converger
 from .docker_runtime import DockerRuntime
 from .errors import ConfigError, ZddError
 from .health import HttpProber
-from .heartbeat import Heartbeat, idle_status
+from .heartbeat import Heartbeat, idle_status, stop_bound
 from .intake import Intake
 from .ledger import Ledger
 from .lock import SnippetDirLock, StateLock
 from .prune import prune_app
 from .queue import QueueFile, QueueWatcher, RequestDrop
-from .routes import RouteFile
+from .routes import RouteFile, RouteTable
 from .runner import DeployRunner
 from .state import State, StateStore
 from .swap import Swap
@@ -138,11 +138,18 @@ class Agent:
             if self.adopting:
                 self._adopt_from_fixed_snippets()
             failures = self.converger.converge(self.config.apps.values())
-        except ZddError as err:
+        except Exception as err:  # whatever it is, the agent stays up, says so, and retries
             # Once per distinct cause: the retry runs on every wake-up.
-            level = logging.DEBUG if str(err) == self._converge_error else logging.ERROR
+            repeated = str(err) == self._converge_error
             self._converge_error = str(err)
-            log.log(level, "convergence failed: %s; retrying, deploys wait until it succeeds", err)
+            if isinstance(err, ZddError):
+                log.log(
+                    logging.DEBUG if repeated else logging.ERROR,
+                    "convergence failed: %s; retrying, deploys wait until it succeeds",
+                    err,
+                )
+            elif not repeated:
+                log.exception("convergence failed with an internal error; retrying")
             self.notifier.status(f"waiting: {err}")
             return
         if failures:
@@ -166,6 +173,8 @@ class Agent:
                 log.warning("no state: adopting instance %s, whose container serves %s at %s", owner, app.name, address)
                 self.state.instance = owner
                 self._build(self.config)
+                # The container that snippet names is the one to adopt (reconcile adopts what is routed).
+                self.router.routes.save(RouteTable(owner, {app.name: [address]}))
                 break
         self.adopting = False
 
@@ -212,9 +221,17 @@ class Agent:
             self.queue.ensure_exists()
             self.drop.ensure_exists()
             self.router.ensure_snippets({n: [a.current.address] for n, a in self.state.apps.items() if a.current})
+            # Converging may finish a deploy a crash cut short (its drain, the rest of its probation): ask
+            # systemd for that time before READY=1, or TimeoutStartSec would kill the agent mid-way.
+            bound = max((stop_bound(app) + app.probation for app in self.config.apps.values()), default=0)
+            if bound:
+                self.notifier.send(f"EXTEND_TIMEOUT_USEC={int(bound * 1e6)}")
             self.try_converge()
             watcher.start()
-            self.intake.take()  # what was written while zdd was down
+            try:
+                self.intake.take()  # what was written while zdd was down
+            except (ZddError, OSError) as err:
+                log.error("queue: %s; will retry", err)
             self.notifier.ready(self.idle_status())
             log.log(NOTICE, "zdd agent ready: %s", self.idle_status())
             self.loop()
@@ -234,12 +251,12 @@ class Agent:
                 timeout = min(timeout, 1.0)  # read late writers, then let the claimed file go
             self.waker.wait(timeout)
             self.tick()
-            if self.reload_requested:
-                self.reload_requested = False
-                self.reload_config()
             if time.monotonic() - self._last_converge >= self.config.reconcile_interval:
                 self.converged = False  # converge again: dockerd may have restarted a container elsewhere
             try:
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self.reload_config()
                 self.intake.take()  # on every wake-up: inotify may merge or drop events
                 if not self.converged:
                     self.try_converge()

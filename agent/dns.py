@@ -23,7 +23,7 @@ from dataclasses import dataclass
 log = logging.getLogger("zdd.dns")
 
 TYPE_A, TYPE_AAAA, CLASS_IN = 1, 28, 1
-RCODE_OK, RCODE_FORMERR, RCODE_NXDOMAIN, RCODE_NOTIMP = 0, 1, 3, 4
+RCODE_OK, RCODE_NXDOMAIN, RCODE_NOTIMP = 0, 3, 4
 _HEADER = struct.Struct(">HHHHHH")
 # QR (a response), AA (we are the authority: Go calls an answer without AA or RA a lame referral), RA.
 _RESPONSE_FLAGS = 0x8000 | 0x0400 | 0x0080
@@ -108,7 +108,11 @@ def serve(sock: socket.socket, lookup: Callable[[str], list[str] | None]) -> Non
             if sock.fileno() == -1:
                 return  # closed by its owner (tests); under systemd the socket lives as long as the process
             raise
-        reply = answer(packet, lookup)
+        try:
+            reply = answer(packet, lookup)
+        except Exception:  # one bad query or table must not stop the answers for every site
+            log.exception("dns: cannot answer a query from %s", peer)
+            continue
         if reply is None:
             log.debug("dns: dropped a malformed packet from %s", peer)
             continue
@@ -121,9 +125,11 @@ def serve(sock: socket.socket, lookup: Callable[[str], list[str] | None]) -> Non
 def systemd_socket() -> socket.socket | None:
     """The datagram socket systemd passed (zdd-dns.socket), if any: it outlives restarts of zdd dns,
     so Caddy's lookups wait for the new process instead of being refused."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
+    if os.environ.get("LISTEN_PID") != str(os.getpid()) or not os.environ.get("LISTEN_FDS", "0").isdigit():
         return None
-    return socket.socket(fileno=3)
+    if int(os.environ["LISTEN_FDS"]) < 1:
+        return None
+    return socket.socket(fileno=3)  # the first one: zdd-dns.socket's ListenDatagram
 
 
 def bind(address: str) -> socket.socket:
@@ -151,13 +157,20 @@ def resolve(address: str, name: str, timeout: float = 1.0) -> list[str] | None:
             reply = sock.recv(MAX_PACKET)
             if len(reply) >= _HEADER.size and _HEADER.unpack_from(reply)[0] == ident:
                 break
+    try:
+        return _addresses(reply, len(question))
+    except (struct.error, ValueError) as err:
+        raise OSError(f"not an answer zdd dns gives ({err})") from err
+
+
+def _addresses(reply: bytes, question_length: int) -> list[str] | None:
     _ident, flags, _qd, ancount, _ns, _ar = _HEADER.unpack_from(reply)
     if flags & 0xF == RCODE_NXDOMAIN:
         return None
     if flags & 0xF != RCODE_OK:
-        raise OSError(f"DNS answer with rcode {flags & 0xF}")
+        raise ValueError(f"rcode {flags & 0xF}")
     # Our own answers only: the question as sent, then fixed-size A records.
-    offset = _HEADER.size + len(question) + 4
+    offset = _HEADER.size + question_length + 4
     addresses = []
     for _ in range(ancount):
         rtype, _class, _ttl, length = struct.unpack_from(">HHIH", reply, offset + 2)

@@ -34,6 +34,8 @@ API_TIMEOUT = 60  # seconds for one Docker API call; stop adds the container's s
 API_VERSION = "1.41"
 
 
+# requests.exceptions.RequestException: a refused or reset connection, and docker-py's own timeout
+# (ReadTimeout) against a hung dockerd: an outage, retried after convergence, never a crash.
 def _unavailable(err: Exception) -> TemporaryError:
     if "Permission denied" in str(err):
         user = pwd.getpwuid(os.geteuid()).pw_name
@@ -77,7 +79,7 @@ class DockerRuntime:
             return True
         except docker.errors.ImageNotFound:
             return False
-        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
 
     def free_bytes(self) -> int | None:
@@ -85,7 +87,7 @@ class DockerRuntime:
         try:
             root = self.client.info().get("DockerRootDir", "")
             stats = os.statvfs(root)
-        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
         except OSError as err:
             log.debug("cannot read free space of Docker's data root: %s", err)
@@ -97,7 +99,7 @@ class DockerRuntime:
             return self.client.images.get(str(ref)).id
         except docker.errors.ImageNotFound:
             raise PermanentError(f"image {ref} is not on this host") from None
-        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
 
     def pull(self, ref: ImageRef, progress: Callable[[], None], stall_timeout: float = 0.0) -> None:
@@ -114,7 +116,7 @@ class DockerRuntime:
             raise PermanentError(f"pull {ref}: not found in the registry ({err.explanation})") from err
         except docker.errors.APIError as err:
             raise _pull_error(ref, str(err.explanation or err)) from err
-        except requests.exceptions.ConnectionError as err:
+        except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
 
     def remove_image(self, reference: str, image_id: str) -> str:
@@ -141,7 +143,7 @@ class DockerRuntime:
             if err.status_code == 409:  # a container, zdd's or anyone's, still uses it
                 return f"kept: {err.explanation or err}"
             raise _unavailable(err) from err
-        except requests.exceptions.ConnectionError as err:
+        except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
 
     # --- containers -----------------------------------------------------------------------------
@@ -152,7 +154,7 @@ class DockerRuntime:
                 log.info("created Docker network %s", self.network)
         except docker.errors.APIError as err:
             raise TemporaryError(f"Docker network {self.network}: {err.explanation or err}") from err
-        except requests.exceptions.ConnectionError as err:
+        except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
 
     def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container:
@@ -186,7 +188,7 @@ class DockerRuntime:
             )
         except docker.errors.APIError as err:
             raise PermanentError(f"cannot create container {name}: {err.explanation or err}") from err
-        except requests.exceptions.ConnectionError as err:
+        except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
         try:
             container.start()
@@ -204,7 +206,7 @@ class DockerRuntime:
         except docker.errors.APIError as err:
             explanation = err.explanation or err
             raise PermanentError(f"cannot set the restart policy of {container_id[:12]}: {explanation}") from err
-        except requests.exceptions.ConnectionError as err:
+        except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
 
     def exit_reason(self, container_id: str) -> str | None:
@@ -212,7 +214,7 @@ class DockerRuntime:
             container = self.client.containers.get(container_id)
         except docker.errors.NotFound:
             return "was removed"
-        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
         state = container.attrs["State"]
         # Its restart policy brings a crashed container back within moments: a restart counts as a crash.
@@ -222,7 +224,7 @@ class DockerRuntime:
             return None
         try:
             last_lines = container.logs(tail=3).decode(errors="replace").strip().replace("\n", " | ")
-        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err  # stopped by a dockerd that is going away, most likely
         if up:
             reason = f"crashed and was restarted by Docker ({restarts} time(s))"  # its exit code is gone by now
@@ -237,7 +239,7 @@ class DockerRuntime:
             return bool(self.client.containers.get(container_id).attrs["State"].get("Running"))
         except docker.errors.NotFound:
             return False
-        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
 
     def stop(self, container_id: str, timeout: float) -> None:
@@ -248,7 +250,7 @@ class DockerRuntime:
             container.stop(timeout=max(0, round(timeout)))
         except docker.errors.NotFound:
             return
-        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
         finally:
             self.client.api.timeout = API_TIMEOUT
@@ -262,7 +264,7 @@ class DockerRuntime:
             if err.status_code == 409 and "already in progress" in str(err.explanation):
                 return  # someone (docker rm, a restart policy race) is removing it already: it goes
             raise _unavailable(err) from err
-        except requests.exceptions.ConnectionError as err:
+        except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
 
     def containers(self, app: AppConfig, instance: str | None = None) -> list[Found]:
@@ -274,7 +276,7 @@ class DockerRuntime:
             labels.append(f"{LABEL_INSTANCE}={owner}")
         try:
             found = self.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
-        except (docker.errors.APIError, requests.exceptions.ConnectionError) as err:
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
         return [_found(c, app, self.network) for c in found]
 

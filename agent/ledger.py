@@ -105,9 +105,6 @@ class Ledger:
                 log.warning("%s: deploy %s of %s was interrupted; retrying it once", app, entry.deploy_id, entry.tag)
         return settled
 
-    def running(self, app: str) -> HistoryEntry | None:
-        return next((e for e in self.state.history if e.app == app and e.result == Result.RUNNING), None)
-
     def last_ended(self, app: str) -> HistoryEntry | None:
         ended = [e for e in self.state.history if e.app == app and e.result in TERMINAL]
         return ended[-1] if ended else None

@@ -15,7 +15,14 @@ class StateLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        # 0600: a member of group zdd who could open it could also flock it, and keep the agent from starting.
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except PermissionError:
+            # Left by an earlier install whose zdd user had another uid (a purge and reinstall).
+            os.unlink(self.path)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -230,6 +230,7 @@ class RequestDrop:
 
     def __init__(self, directory: Path):
         self.directory = directory
+        self._stuck: set[str] = set()  # refused files that could not be set aside: logged once
 
     def ensure_exists(self) -> None:
         try:
@@ -248,6 +249,8 @@ class RequestDrop:
     def take(self) -> list[tuple[Path, Entry]]:
         taken = []
         for path in sorted(self.directory.glob("*" + REQUEST_SUFFIX)):
+            if path.name in self._stuck:
+                continue
             try:
                 data, owner, written_at = self._read(path)
             except FileNotFoundError:
@@ -280,7 +283,8 @@ class RequestDrop:
                 raise _NotARequest(f"not a regular file ({_kind(st.st_mode)}) of uid {st.st_uid}")
             if st.st_size > MAX_REQUEST_BYTES:
                 raise _NotARequest(f"{st.st_size} bytes from uid {st.st_uid}, more than {MAX_REQUEST_BYTES}")
-            return os.read(fd, MAX_REQUEST_BYTES + 1)[:MAX_REQUEST_BYTES], st.st_uid, st.st_mtime
+            # The writer sets the mtime it likes (touch -d): never later than now, so nobody jumps the queue.
+            return os.read(fd, MAX_REQUEST_BYTES + 1)[:MAX_REQUEST_BYTES], st.st_uid, min(st.st_mtime, time.time())
         finally:
             os.close(fd)
 
@@ -289,6 +293,7 @@ class RequestDrop:
         try:
             os.rename(path, aside)
         except OSError as err:
+            self._stuck.add(path.name)
             log.error("queue: request %s refused: %s; cannot set it aside (%s)", path.name, why, err.strerror)
             return
         log.error("queue: request %s refused: %s; set aside as %s", path.name, why, aside.name)

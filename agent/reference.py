@@ -22,7 +22,8 @@ TAG_RE = re.compile(rf"^{_TAG}$", _FLAGS)
 DIGEST_RE = re.compile(rf"^{_DIGEST}$", _FLAGS)
 REFERENCE_RE = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$", _FLAGS)
 REPOSITORY_RE = re.compile(rf"^{_NAME}$", _FLAGS)
-APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$", _FLAGS)
+# An app name is a DNS label in its upstream name (routes.py): Go refuses one that ends in "-".
+APP_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9_])?$", _FLAGS)
 
 MAX_LINE = 512  # far above any real reference; longer lines are refused before any regex runs
 _DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}

@@ -13,6 +13,7 @@ list: [new, old] sends every new request to new (what `lb_policy first` did with
 and after a port change the old config's name still answers the old container until it has drained.
 """
 
+import ipaddress
 import logging
 import os
 import tomllib
@@ -106,14 +107,17 @@ class LiveRoutes:
     def current(self) -> RouteTable:
         try:
             st = os.stat(self.file.path)
-            seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+            seen: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             seen = None
+        except OSError as err:  # e.g. the state dir's permissions: keep answering what we know
+            log.error("dns: cannot stat %s (%s); answering from the last good table", self.file.path, err)
+            return self.table
         if seen != self._seen:
             self._seen = seen  # a bad file is reported once, and read again once it is replaced
             try:
-                self.table = self.file.load()
-            except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+                self.table = _checked(self.file.load())
+            except Exception as err:  # whatever is wrong with the file, the answers go on
                 log.error("dns: cannot read %s (%s); answering from the last good table", self.file.path, err)
             else:
                 log.info("dns: routes %s", _describe(self.table) or "none")
@@ -121,6 +125,16 @@ class LiveRoutes:
 
     def lookup(self, name: str) -> list[str] | None:
         return self.current().lookup(name)
+
+
+def _checked(table: RouteTable) -> RouteTable:
+    """Every address is IPv4:port, or the table is refused whole (ValueError)."""
+    for addresses in table.apps.values():
+        for address in addresses:
+            ipaddress.IPv4Address(address_host(address))
+            if not 0 < address_port(address) < 65536:
+                raise ValueError(f"bad port in {address!r}")
+    return table
 
 
 def _describe(table: RouteTable) -> str:

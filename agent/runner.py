@@ -56,10 +56,14 @@ class DeployRunner:
                 self.ledger.failed(entry, str(err), app_state.phase_data.get("image", ""))
                 ran = Ran(failure=f"{what}: {err}")
                 log.error("%s: deploy %s failed: %s", what, entry.deploy_id, err)
-            except Exception as err:  # a bug must not kill the agent: record it, converge, go on
+            except Exception as err:  # a bug must not kill the agent: converge, go on
+                log.exception("%s: deploy %s: internal error", what, entry.deploy_id)
+                if app_state.phase in LEFT_TO_CONVERGE:
+                    # Live already: the state must keep saying so; the converger finishes it.
+                    self.save()
+                    return Ran(failure=f"{what}: internal error", converge_first=True)
                 self.ledger.failed(entry, f"internal error: {err!r}", app_state.phase_data.get("image", ""))
                 ran = Ran(failure=f"{what}: internal error", converge_first=True)
-                log.exception("%s: deploy %s failed with an internal error", what, entry.deploy_id)
             else:
                 if outcome.changed:
                     app_state.previous_tag = current.tag if current else ""

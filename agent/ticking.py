@@ -78,9 +78,10 @@ class TickingRuntime:
     def pull(self, ref: Any, progress: Callable[[], None], stall_timeout: float) -> None:
         last = [self.ticking.monotonic()]
 
-        def on_progress() -> None:  # from the worker thread: a float store, no lock needed
+        def on_progress() -> None:
+            # From the worker thread: only the time (a float store). The watchdog is pinged from the
+            # waiting main thread alone, so a pull abandoned in the background cannot hide a hung loop.
             last[0] = self.ticking.monotonic()
-            progress()
 
         self.ticking.call(
             f"pull {ref}",

@@ -115,6 +115,10 @@ def test_app_problems_name_their_key(keys, problem):
         (lambda d: d.update(state_dir="var/lib/zdd"), "state_dir: 'var/lib/zdd' must be an absolute path"),
         (lambda d: d["apps"].update({"Web!": {"image": "x", "port": 1}}), "apps.Web!: app names are lowercase"),
         (lambda d: d["apps"].update(api=3), "apps.api: expected a table, got an integer"),
+        # An app name is a DNS label in its upstream name: Go's resolver refuses one that ends in "-".
+        (lambda d: d["apps"].update({"web-": {"image": "x", "port": 1}}), "apps.web-: app names are lowercase"),
+        (lambda d: d["caddy"].update(resolver="localhost:5354"), "caddy.resolver: 'localhost:5354' must be IP:PORT"),
+        (lambda d: d["caddy"].update(resolver="10.0.0.1:53"), "caddy.resolver: '10.0.0.1:53' is not on loopback"),
     ],
 )
 def test_config_problems(change, problem):

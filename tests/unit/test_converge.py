@@ -7,6 +7,7 @@ import pytest
 from tests.support.fakes import FakeClock, FakeJournal, FakeProber, FakeRouter, FakeRuntime
 from zdd.config import AppConfig
 from zdd.converge import Converger
+from zdd.errors import PermanentError, TemporaryError
 from zdd.ledger import Ledger, Result
 from zdd.reconcile import ROLLING_BACK, Found
 from zdd.state import Running, State
@@ -123,3 +124,12 @@ def test_lost_state_with_nothing_running_stays_undeployed(world):
     world["runtime"].found = [replace(V1_FOUND, running=False)]
     world["c"].converge([APP])
     assert world["state"].app("web").current is None and world["runtime"].removed == ["c1"]
+
+
+def test_a_finish_caddy_refuses_is_retried_not_taken_for_a_roll_back(world):
+    running_deploy(world, "draining", V2_PHASE)
+    world["runtime"].found = [V1_FOUND, V2_FOUND]
+    world["router"].fail_route = PermanentError("Caddy admin API POST /load: HTTP 400")
+    with pytest.raises(TemporaryError, match="finishing deploy d2: Caddy admin API"):
+        world["c"].converge([APP])
+    assert world["state"].app("web").phase == "draining"  # the journal stays for the next round

@@ -138,3 +138,34 @@ def test_nothing_listening_is_an_oserror():
         port = s.getsockname()[1]
     with pytest.raises(OSError):
         dns.resolve(f"127.0.0.1:{port}", "web.p8080.ab12cd34.zdd.internal.", timeout=0.5)
+
+
+def test_a_failing_lookup_costs_one_answer_not_the_responder(caplog):
+    calls = []
+
+    def lookup(name):
+        calls.append(name)
+        if len(calls) == 1:
+            raise ValueError("a table zdd cannot read")
+        return ["172.20.0.6"]
+
+    sock = dns.bind("127.0.0.1:0")
+    address = f"127.0.0.1:{sock.getsockname()[1]}"
+    threading.Thread(target=dns.serve, args=(sock, lookup), daemon=True).start()
+    try:
+        with pytest.raises(OSError):
+            dns.resolve(address, "web.p8080.ab12cd34.zdd.internal.", timeout=0.5)
+        assert dns.resolve(address, "web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.6"]
+        assert "cannot answer a query" in caplog.text
+    finally:
+        sock.close()
+
+
+def test_a_routes_file_with_a_bad_address_keeps_the_last_good_table(tmp_path, caplog):
+    routes = RouteFile(tmp_path / "routes.toml")
+    routes.save(TABLE)
+    live = LiveRoutes(routes.path)
+    assert live.lookup("web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.6"]
+    routes.save(TABLE.with_route("web", ["not-an-ip:8080"]))
+    assert live.lookup("web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.6"]
+    assert "answering from the last good table" in caplog.text

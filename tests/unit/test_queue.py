@@ -229,3 +229,12 @@ def test_entries_carry_when_they_were_written(queue, tmp_path):
     (entry,) = queue.claim()
     ((_, dropped),) = drop.take()
     assert (dropped.written_at, entry.written_at) == (1000, 2000)
+
+
+def test_a_request_dated_in_the_future_does_not_jump_the_queue(tmp_path):
+    drop = RequestDrop(tmp_path / "requests")
+    drop.ensure_exists()
+    path = RequestDrop.submit(drop.directory, "web v9")
+    os.utime(path, (time.time() + 86400, time.time() + 86400))  # touch -d tomorrow
+    ((_, entry),) = drop.take()
+    assert entry.written_at <= time.time()

@@ -78,3 +78,15 @@ def test_a_bug_fails_the_deploy_records_it_and_asks_to_converge(world):
     entry, ran = run_v2(world)
     assert entry.result == Result.FAILED and "internal error: ZeroDivisionError" in entry.reason
     assert ran.converge_first and ran.failure == "web: v1 -> v2: internal error"
+
+
+def test_a_bug_after_the_switch_keeps_the_journal_for_the_converger(world):
+    # The state must keep saying v2 is live (phase stopping): clearing it would make the converger keep
+    # v1 as current and remove the live v2.
+    def stop_breaks(container_id, timeout):
+        raise RuntimeError("an unexpected error in stop")
+
+    world["runtime"].stop = stop_breaks
+    entry, ran = run_v2(world)
+    assert ran.converge_first and entry.result == Result.RUNNING
+    assert world["state"].app("web").phase == "stopping"

@@ -1,7 +1,9 @@
 """state.toml round-trips, is replaced atomically, and keeps a bounded history."""
 
 import os
+import stat
 
+from zdd.lock import StateLock
 from zdd.state import HISTORY_LIMIT, HistoryEntry, Running, State, StateStore
 
 RUNNING = Running(
@@ -53,3 +55,15 @@ def test_history_is_bounded_and_replaced_by_id():
     )
     assert len(state.history) == HISTORY_LIMIT
     assert state.history[-1].result == "succeeded" and state.history[0].deploy_id == "d10"
+
+
+def test_the_agent_lock_is_the_agents_alone(tmp_path):
+    # A member of group zdd who could open the lock could flock it and keep the agent from starting.
+    (tmp_path / "agent.lock").write_text("")
+    os.chmod(tmp_path / "agent.lock", 0o660)
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    try:
+        assert stat.S_IMODE(os.stat(tmp_path / "agent.lock").st_mode) == 0o600
+    finally:
+        lock.release()
