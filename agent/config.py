@@ -4,7 +4,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ class Config:
     caddy: CaddyConfig = CaddyConfig()
     apps: Mapping[str, AppConfig] = field(default_factory=dict)
     source: Path | None = None
+    state_dir_override: str | None = None  # --state-dir / ZDD_STATE_DIR: a reload of the file keeps it
 
     @property
     def queue_path(self) -> Path:
@@ -340,6 +341,6 @@ def load_config(path: Path, state_dir: str | None = None) -> Config:
     if override:
         data = {**data, "state_dir": override}
     try:
-        return parse_config(data, source=path)
+        return replace(parse_config(data, source=path), state_dir_override=override or None)
     except ConfigError as err:
         raise ConfigError([f"{path}: {p}" for p in err.problems]) from None

@@ -183,7 +183,7 @@ class Agent:
         self.notifier.reloading()
         previous = self.config
         try:
-            config = load_config(previous.source or Path(), state_dir=str(previous.state_dir))
+            config = load_config(previous.source or Path(), state_dir=previous.state_dir_override)
             # Where the state and the snippets live cannot move under a running agent (its locks, and the
             # Caddyfile's import lines); everything else applies now. A container that runs keeps the
             # port and network it started with (its labels); a new value applies to the next deploy.

@@ -61,3 +61,46 @@ def test_a_reload_that_adds_the_first_app_reaches_the_queue(tmp_path):
     agent.reload_config()
     assert agent.intake.repositories() == {"web": "r/web"}
     assert agent.router.config.apps.keys() == {"web"} and agent.notifier.sent[-1] == "READY=1"
+
+
+def test_a_reload_applies_admin_docker_host_and_network_and_refuses_to_move_the_state_or_snippets(tmp_path, caplog):
+    # Issue 11.1: these keys were silently ignored by `systemctl reload zdd` until the next restart.
+    path = tmp_path / "zdd.toml"
+    base = f'state_dir = "{tmp_path / "state"}"\n[apps.web]\nimage = "r/web"\nport = 8080\n'
+    path.write_text(base)
+    (tmp_path / "state").mkdir()
+    agent = Agent(load_config(path), RecordingNotifier())
+    path.write_text(
+        'network = "zdd-blue"\ndocker_host = "unix:///run/other-docker.sock"\n'
+        + base
+        + '[caddy]\nadmin = "127.0.0.1:2020"\n'
+    )
+    agent.reload_config()
+    assert agent.router.admin.address == "127.0.0.1:2020"
+    assert agent.docker.network == "zdd-blue"
+    assert agent.docker.client.api.base_url == "http+docker://localhost"  # a unix socket, now the other one
+    assert agent.config.docker_host == "unix:///run/other-docker.sock"
+
+    for moved, line in (
+        ("caddy.snippet_dir", f'[caddy]\nsnippet_dir = "{tmp_path / "elsewhere"}"\n'),
+        ("state_dir", None),
+    ):
+        text = base + line if line else base.replace('/state"', '/state2"')
+        path.write_text(text)
+        caplog.clear()
+        agent.reload_config()
+        # (moving state_dir moves the default snippet dir beside it too: both are named)
+        assert "reload refused, keeping the running config: " in caplog.text and moved in caplog.text
+        assert agent.config.snippet_dir == tmp_path / "state-caddy" and agent.config.state_dir == tmp_path / "state"
+        assert agent.router.admin.address == "127.0.0.1:2020"  # the running config stays, whole
+        assert agent.notifier.sent[-1] == "READY=1"
+
+
+def test_a_reload_keeps_the_state_dir_given_on_the_command_line(tmp_path):
+    path = tmp_path / "zdd.toml"
+    path.write_text('state_dir = "/var/lib/zdd"\n[apps.web]\nimage = "r/web"\nport = 8080\n')
+    (tmp_path / "state").mkdir()
+    agent = Agent(load_config(path, state_dir=str(tmp_path / "state")), RecordingNotifier())
+    path.write_text(path.read_text().replace("8080", "9090"))
+    agent.reload_config()  # `zdd --state-dir DIR run`: DIR wins over the file, before and after the reload
+    assert agent.config.state_dir == tmp_path / "state" and agent.config.apps["web"].port == 9090
