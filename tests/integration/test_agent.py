@@ -32,6 +32,10 @@ def test_ready_only_after_reconciling_and_status_and_watchdog_during_a_deploy(st
     )
     stack.agent.start(wait_ready=False, watchdog_usec=2_000_000)
     stack.agent.notify.wait_for("READY=1")
+    # Start-up convergence may finish a deploy and stop a container: systemd is told to wait that long.
+    lines = stack.agent.notify.lines()
+    extend = [line for line in lines[: lines.index("READY=1")] if line.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert extend and int(extend[-1].partition("=")[2]) >= 1_000_000, lines
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(stray.id)
     assert docker_client.containers.get(foreign.id).status == "running"

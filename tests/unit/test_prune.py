@@ -42,16 +42,20 @@ def test_keeps_the_live_image_the_rollback_target_and_the_newest_n(keep, rollbac
     assert tags(images_to_prune("web", HISTORY, kept)) == pruned
 
 
-def test_only_images_of_versions_that_went_live_are_candidates():
+def test_images_zdd_ran_are_candidates_including_failed_deploys_but_only_live_ones_are_kept():
     history = [
         entry("v1"),
-        entry("bad", "failed", image=""),
+        entry("nopull", "failed", image=""),  # failed before it had an image: nothing to remove
+        entry("bad", "failed"),  # pulled and ran, then failed its health gate: zdd's image, removed
         entry("v2", "unchanged"),  # was already live: its image is recorded by the succeeded entry
         entry("v3", "superseded", image=""),
         entry("v4"),
     ]
+    kept = kept_images("web", history, "sha256:v4", "", 1)  # keep 1: a failed version never counts
+    assert kept == {"sha256:v4", "sha256:v1"}
+    assert tags(images_to_prune("web", history, kept)) == ["bad"]
     kept = kept_images("web", history, "sha256:v4", "", 0)
-    assert tags(images_to_prune("web", history, kept)) == ["v1"]
+    assert tags(images_to_prune("web", history, kept)) == ["v1", "bad"]
 
 
 def test_an_image_another_app_runs_is_never_pruned():
