@@ -76,6 +76,40 @@ def test_lost_state_adopts_the_serving_container_and_never_answers_503(stack):
 
 
 @ONLY_DEBIAN_CADDY
+def test_detach_purge_and_install_again_keep_the_site_serving_and_adopt_its_container(stack):
+    # The package's path (README: purge keeps apps running): prerm stops zdd and runs `zdd detach`, which
+    # points Caddy at the live container itself; purge removes the state dir and zdd dns goes; the
+    # reinstalled agent, with no state, adopts the container the fixed snippet names.
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    (before,) = stack.containers()
+    stack.agent.stop()
+    detach = stack.agent.cli("detach")
+    assert detach.returncode == 0, detach.stderr
+    address = StateStore(stack.state_dir).load().app("web").current.address
+    assert f"reverse_proxy {address}\n" in stack.snippet.read_text()
+    stack.agent.resolver.stop()
+    for name in ("state.toml", "routes.toml"):
+        (stack.state_dir / name).unlink()
+    for _ in range(20):  # no agent, no zdd dns, no state: Caddy serves the container by its address
+        assert stack.caddy.get() == (200, "v1")
+    with LoadClient(stack.caddy.port, slow_workers=1) as load:
+        stack.agent.resolver.start()
+        stack.agent.start()
+        time.sleep(2)  # Caddy is back on the dynamic snippet and has asked zdd dns
+        assert stack.caddy.get() == (200, "v1")
+    print(f"detach, purge, install again: {load.summary()}")
+    assert f"no state: adopting instance {before.labels['zdd.instance']}" in stack.agent.log
+    # The agent reloads Caddy once, to put the dynamic snippet back: only keep-alive connections idle
+    # at that instant may be closed by Caddy (docs/caddy-reloads.md, class A); new connections never.
+    assert [f for f in load.failures if f.kind == "fresh"] == [], load.summary()
+    assert [c.id for c in stack.containers()] == [before.id]
+    assert StateStore(stack.state_dir).load().app("web").current.container_id == before.id
+    assert stack.deploy("v2").returncode == 0
+    assert [c.labels["zdd.tag"] for c in stack.containers()] == ["v2"]
+
+
+@ONLY_DEBIAN_CADDY
 def test_a_second_agent_on_the_same_snippet_dir_is_refused(stack, tmp_path):
     stack.start()
     other_state = tmp_path / "other-state"
