@@ -20,7 +20,7 @@ from .errors import ConfigError, ZddError
 from .health import HttpProber
 from .heartbeat import Heartbeat, idle_status, stop_bound
 from .intake import Intake
-from .ledger import Ledger
+from .ledger import Ledger, Result
 from .lock import SnippetDirLock, StateLock
 from .prune import prune_app
 from .queue import QueueFile, QueueWatcher, RequestDrop
@@ -287,7 +287,7 @@ class Agent:
                 self.deploying = None
             if ran.failure:
                 self.last_failure = ran.failure
-            elif entry.result == "succeeded":
+            elif entry.result == Result.SUCCEEDED:
                 self.last_failure = ""
                 if prune_app(app, self.config.apps, self.state, self.runtime, self.tick):
                     self.save()

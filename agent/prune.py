@@ -13,10 +13,11 @@ from typing import Protocol
 
 from .config import AppConfig
 from .errors import ZddError
+from .ledger import Result
 from .state import HistoryEntry, State
 
 log = logging.getLogger("zdd.prune")
-RAN = ("succeeded", "failed")  # entries whose image zdd pulled or ran
+RAN = (Result.SUCCEEDED, Result.FAILED)  # entries whose image zdd pulled or ran
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Deployed:
 def kept_images(app: str, history: Iterable[HistoryEntry], current: str, rollback: str, keep: int) -> set[str]:
     """Image ids of `app` that stay: the live one, the `keep` newest before it, and the rollback target
     (what `zdd rollback` deploys) even when it is older than those."""
-    newest_first = [e for e in reversed(list(history)) if e.app == app and e.result == "succeeded" and e.image_id]
+    newest_first = [e for e in reversed(list(history)) if e.app == app and e.result == Result.SUCCEEDED and e.image_id]
     # (kept: only versions that went live count towards keep_images; a failed one is never kept for itself)
     previous: list[str] = []
     for entry in newest_first:

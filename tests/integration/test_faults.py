@@ -7,6 +7,7 @@ import pytest
 from tests.integration.test_deploy import assert_no_failures, wait_until
 from tests.support.load import LoadClient
 from tests.support.net import free_port
+from zdd.routes import RouteFile
 from zdd.state import StateStore
 
 ONLY_DEBIAN_CADDY = pytest.mark.parametrize("caddy_binary", ["caddy2.6"], indirect=True)
@@ -57,7 +58,12 @@ def test_caddy_gone_during_a_deploy_does_not_stop_it_and_caddy_comes_back_on_the
         wait_until(lambda: [c.labels["zdd.tag"] for c in stack.containers()] == ["v2"], 60, "v1 stopped, v2 alone")
         assert "cannot read Caddy's in-flight count" in stack.agent.log
         assert "drain timeout 3s reached" in stack.agent.log
-        stack.caddy.start()  # the Caddyfile as it was: the snippet names zdd dns, which answers v2
+        # What a Caddy started now reads from disk: the snippet names zdd dns, which answers v2.
+        instance = StateStore(stack.state_dir).load().instance
+        assert f"dynamic a web.p8080.{instance}.zdd.internal. 8080" in stack.snippet.read_text()
+        v2_address = StateStore(stack.state_dir).load().app("web").current.address
+        assert RouteFile(stack.state_dir / "routes.toml").load().apps == {"web": [v2_address]}
+        stack.caddy.start()
         up = time.monotonic()
         stack.caddy.wait_serving("v2")
         assert stack.deploy("v3").returncode == 0
