@@ -73,14 +73,20 @@ def test_a_new_version_that_dies_in_probation_hands_the_traffic_back_to_the_runn
     assert "last deploy failed: web: v1 -> dies" in stack.agent.notify.statuses()[-1]
 
     # The crash takes the requests that were on the dying container (slow ones had started up to 1.5 s
-    # before) and those that reached it before the route back took effect: zdd sees the crash within a
-    # second, and Caddy asks zdd dns again within its refresh (CaddyRouter.switch_delay), plus those Caddy
-    # was still dialing its address for, which fail after Caddy's 3 s dial timeout. None started later than
-    # that after the crash; nothing failed before it; nothing after the route back.
+    # before) and those that reached it before the route back took effect, plus those Caddy was still
+    # dialing its address for (they fail after Caddy's 3 s dial timeout). What is asserted: nothing failed
+    # that started once Caddy had asked zdd dns again after the route back (CaddyRouter.switch_delay
+    # covers its refresh). How fast zdd saw the crash is printed, not asserted: a figure, not a rule.
+    # routes.toml is written only when it changes: its mtime is the route back, put on the load's clock.
+    routed_back = (stack.state_dir / "routes.toml").stat().st_mtime - (time.time() - time.monotonic())
     print(f"crash in probation: {len(load.failures)} failed while it died; {load.summary()}")
     if load.failures:
         crash = min(r.ended for r in load.failures)
         latest = max(r.started for r in load.failures)
-        print(f"the last failed request started {latest - crash:.2f}s after the first failure")
-        assert latest < crash + 1.0 + CaddyRouter.switch_delay, load.summary()
+        print(
+            f"routed back {routed_back - crash:.2f}s after the first failure; "
+            f"the last failed request started {latest - crash:.2f}s after it"
+        )
+        assert latest < routed_back + CaddyRouter.switch_delay, load.summary()
+        assert routed_back > crash - 1.0  # routes.toml is the route back's, not an earlier write
         assert not [r for r in load.failures if r.started > returned], load.summary()
