@@ -104,7 +104,9 @@ def test_detach_purge_and_install_again_keep_the_site_serving_and_adopt_its_cont
     # at that instant may be closed by Caddy (docs/caddy-reloads.md, class A); new connections never.
     assert [f for f in load.failures if f.kind == "fresh"] == [], load.summary()
     assert [c.id for c in stack.containers()] == [before.id]
-    assert StateStore(stack.state_dir).load().app("web").current.container_id == before.id
+    state = StateStore(stack.state_dir).load()
+    assert state.app("web").current.container_id == before.id
+    assert f"dynamic a web.p8080.{state.instance}.zdd.internal. 8080" in stack.snippet.read_text()
     assert stack.deploy("v2").returncode == 0
     assert [c.labels["zdd.tag"] for c in stack.containers()] == ["v2"]
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from zdd import daemon
 from zdd.config import load_config, parse_config
 from zdd.daemon import Agent
 from zdd.errors import ConfigError, PermanentError, TemporaryError
@@ -63,12 +64,19 @@ def test_a_reload_that_adds_the_first_app_reaches_the_queue(tmp_path):
     assert agent.router.config.apps.keys() == {"web"} and agent.notifier.sent[-1] == "READY=1"
 
 
-def test_a_reload_applies_admin_docker_host_and_network_and_refuses_to_move_the_state_or_snippets(tmp_path, caplog):
+def test_a_reload_applies_admin_docker_host_and_network_and_refuses_to_move_the_state_or_snippets(
+    tmp_path, caplog, monkeypatch
+):
     # Issue 11.1: these keys were silently ignored by `systemctl reload zdd` until the next restart.
     path = tmp_path / "zdd.toml"
     base = f'state_dir = "{tmp_path / "state"}"\n[apps.web]\nimage = "r/web"\nport = 8080\n'
     path.write_text(base)
     (tmp_path / "state").mkdir()
+    engines = []  # the Docker adapter each build made: (base_url, network)
+    real = daemon.DockerRuntime
+    monkeypatch.setattr(
+        daemon, "DockerRuntime", lambda url, net, inst: engines.append((url, net)) or real(url, net, inst)
+    )
     agent = Agent(load_config(path), RecordingNotifier())
     path.write_text(
         'network = "zdd-blue"\ndocker_host = "unix:///run/other-docker.sock"\n'
@@ -77,9 +85,8 @@ def test_a_reload_applies_admin_docker_host_and_network_and_refuses_to_move_the_
     )
     agent.reload_config()
     assert agent.router.admin.address == "127.0.0.1:2020"
+    assert engines == [("unix:///var/run/docker.sock", "zdd"), ("unix:///run/other-docker.sock", "zdd-blue")]
     assert agent.docker.network == "zdd-blue"
-    assert agent.docker.client.api.base_url == "http+docker://localhost"  # a unix socket, now the other one
-    assert agent.config.docker_host == "unix:///run/other-docker.sock"
 
     for moved, line in (
         ("caddy.snippet_dir", f'[caddy]\nsnippet_dir = "{tmp_path / "elsewhere"}"\n'),
