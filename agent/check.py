@@ -9,6 +9,7 @@ import grp
 import os
 import pwd
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,4 +128,18 @@ def check_host(config: Config) -> list[str]:
         adapt_caddyfile(config.caddy)
     except ZddError as err:
         problems.append(f"caddy.caddyfile: {err}")
+    return problems
+
+
+def check_docker(config: Config, network_exists: Callable[[str], bool]) -> list[str]:
+    """What only the Docker engine can tell: the networks apps join exist (a deploy would fail at its start).
+    Raises TemporaryError when the engine cannot be asked (down, or this user may not use its socket)."""
+    problems = []
+    for name, app in config.apps.items():
+        for network in app.networks:
+            if not network_exists(network):
+                problems.append(
+                    f"apps.{name}.networks: Docker network {network!r} does not exist; "
+                    f"create it (docker network create {network}) and attach the app's database to it"
+                )
     return problems

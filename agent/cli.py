@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .caddy import CaddyRouter
-from .check import check_host
+from .check import check_docker, check_host
 from .config import Config, config_path, load_config
 from .errors import ConfigError, RequestError, TemporaryError, ZddError
 from .host import reload_safety_problem
@@ -108,12 +108,29 @@ def cmd_detach(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _docker_checks(config: Config) -> tuple[list[str], str | None]:
+    """Problems only the engine can tell, or why it could not be asked (a warning: a member of group zdd
+    may not use Docker's socket; root and the agent can)."""
+    from .docker_runtime import DockerRuntime  # imports docker only where it is used
+
+    try:
+        runtime = DockerRuntime(config.docker_host, config.network, instance="")
+        return check_docker(config, runtime.network_exists), None
+    except TemporaryError as err:
+        return [], f"not checked with Docker (networks): {err}"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
-    problems = [] if args.offline else check_host(config)
+    problems, docker_warning = [], None
+    if not args.offline:
+        problems = check_host(config)
+        if any(app.networks for app in config.apps.values()):
+            docker_problems, docker_warning = _docker_checks(config)
+            problems += docker_problems
     for problem in problems:
         print(f"zdd check: {problem}", file=sys.stderr)
-    warnings = [reload_safety_problem()]
+    warnings = [reload_safety_problem(), docker_warning]
     if not config.apps:
         warnings.append("no app configured: zdd idles until an [apps.NAME] table is added (then reload zdd)")
     for warning in filter(None, warnings):

@@ -2,6 +2,7 @@
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,19 @@ PULL_POLICIES = ("missing", "always", "never")
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    """One probe of the health gate and the probation: what to ask and which answers count as healthy."""
+
+    path: str
+    timeout: float
+    host: str | None = None  # the Host header; None: the address probed (apps that check Host reject that)
+    statuses: tuple[int, ...] = ()  # the status codes that count as healthy; empty: any 2xx
+
+    def accepts(self, status: int) -> bool:
+        return status in self.statuses if self.statuses else 200 <= status < 300
+
+
+@dataclass(frozen=True)
 class AppConfig:
     name: str
     image: str  # the repository; the queue names the tag
@@ -24,7 +38,9 @@ class AppConfig:
     health_path: str = "/up"
     health_interval: float = 0.1  # between probes; short so the switch follows readiness closely
     health_timeout: float = 2.0  # one probe
-    health_successes: int = 3  # consecutive 2xx needed
+    health_successes: int = 3  # consecutive healthy answers needed
+    health_host: str | None = None  # Host header of the probe (Rails, Django reject hosts they do not know)
+    health_status: tuple[int, ...] = ()  # status codes that count as healthy; empty: any 2xx
     start_timeout: float = 60.0  # from container start until healthy
     drain_timeout: float = 30.0  # longest wait for in-flight requests on the old container
     stop_timeout: float = 10.0  # SIGTERM -> SIGKILL
@@ -40,6 +56,16 @@ class AppConfig:
     volumes: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     command: tuple[str, ...] = ()
+    # Docker networks every new container joins besides zdd's own (where the app reaches its database by
+    # name); they must exist: zdd does not create or remove them.
+    networks: tuple[str, ...] = ()
+    memory: int | None = None  # bytes; docker run --memory
+    cpus: float | None = None  # docker run --cpus
+    pids_limit: int | None = None  # docker run --pids-limit
+
+    @property
+    def health(self) -> HealthCheck:
+        return HealthCheck(self.health_path, self.health_timeout, self.health_host, self.health_status)
 
 
 @dataclass(frozen=True)
@@ -171,6 +197,53 @@ def _health_path(value: str) -> str:
     return value
 
 
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
+
+
+def _health_host(value: str) -> str:
+    if not _HOST_RE.match(value):
+        raise ValueError(f'{value!r} must be a host name as a browser sends it, e.g. "example.com" or "app.test:80"')
+    return value
+
+
+def _status_codes(value: list) -> tuple[int, ...]:
+    if not value or not all(isinstance(code, int) and not isinstance(code, bool) for code in value):
+        raise ValueError("expected a non-empty list of HTTP status codes, e.g. [200, 301]")
+    bad = [str(code) for code in value if not 100 <= code <= 599]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: HTTP status codes are 100-599")
+    return tuple(value)
+
+
+_NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _networks(value: list) -> tuple[str, ...]:
+    names = _string_list(value)
+    bad = [name for name in names if not _NETWORK_RE.match(name)]
+    if bad:
+        raise ValueError(f"{', '.join(map(repr, bad))}: not a Docker network name")
+    if len(set(names)) != len(names):
+        raise ValueError("a network is named twice")
+    return names
+
+
+MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses a smaller --memory
+
+
+def _memory(value: object) -> int:
+    size = parse_size(value)
+    if size < MIN_MEMORY:
+        raise ValueError(f"{value!r} is below Docker's minimum of 6MiB")
+    return size
+
+
+def _cpus(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"expected a number of CPUs above 0, like 1.5, got {value!r}")
+    return float(value)
+
+
 def _non_empty(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -258,6 +331,8 @@ def _app(name: str, table: Mapping[str, Any], problems: list[str]) -> AppConfig 
         health_interval=r.duration("health_interval", d.health_interval),
         health_timeout=r.duration("health_timeout", d.health_timeout),
         health_successes=r.get("health_successes", int, d.health_successes, _positive),
+        health_host=r.get("health_host", str, None, _health_host),
+        health_status=r.get("health_status", list, (), _status_codes),
         start_timeout=r.duration("start_timeout", d.start_timeout),
         drain_timeout=r.duration("drain_timeout", d.drain_timeout),
         stop_timeout=r.duration("stop_timeout", d.stop_timeout),
@@ -271,6 +346,10 @@ def _app(name: str, table: Mapping[str, Any], problems: list[str]) -> AppConfig 
         volumes=r.get("volumes", list, (), _string_list),
         labels=r.get("labels", dict, {}, _string_map),
         command=r.get("command", list, (), _string_list),
+        networks=r.get("networks", list, (), _networks),
+        memory=r.get("memory", object, None, _memory),
+        cpus=r.get("cpus", object, None, _cpus),
+        pids_limit=r.get("pids_limit", int, None, _positive),
     )
     r.unknown()
     if app.health_interval <= 0 and "health_interval" in table:
@@ -308,7 +387,9 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
             problems.append(f"apps.{name}: expected a table, got {_type_name(type(table))}")
             continue
         app = _app(name, table, problems)
-        if app:
+        if app and network in app.networks:
+            problems.append(f"apps.{name}.networks: {network!r} is zdd's own network; every container joins it")
+        elif app:
             apps[name] = app
     if problems:
         raise ConfigError(problems)

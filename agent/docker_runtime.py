@@ -16,7 +16,7 @@ import docker.errors
 import requests.exceptions
 
 from .config import AppConfig
-from .errors import ConfigError, PermanentError, TemporaryError
+from .errors import ConfigError, PermanentError, TemporaryError, ZddError
 from .reconcile import Found
 from .reference import ImageRef
 from .swap import Container
@@ -157,6 +157,12 @@ class DockerRuntime:
         except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
 
+    def network_exists(self, name: str) -> bool:
+        try:
+            return bool(self.client.networks.list(names=[name]))
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise _unavailable(err) from err
+
     def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container:
         env = read_env_file(app.env_file) if app.env_file else {}
         env.update(app.env)
@@ -185,11 +191,17 @@ class DockerRuntime:
                 init=True,
                 network=self.network,
                 detach=True,
+                **limits(app),
             )
         except docker.errors.APIError as err:
             raise PermanentError(f"cannot create container {name}: {err.explanation or err}") from err
         except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
+        try:
+            self._join_networks(container, app, name)
+        except ZddError:
+            self.remove(container.id)
+            raise
         try:
             container.start()
             container.reload()
@@ -198,6 +210,21 @@ class DockerRuntime:
             self.remove(container.id)
             raise PermanentError(f"cannot start container {name}: {getattr(err, 'explanation', None) or err}") from err
         return Container(id=container.id, name=name, address=f"{ip}:{app.port}")
+
+    def _join_networks(self, container: "docker.models.containers.Container", app: AppConfig, name: str) -> None:
+        """Before it starts, so that the app finds its database by name from its first line of code."""
+        for network in app.networks:
+            try:
+                self.client.networks.get(network).connect(container)
+            except docker.errors.NotFound:
+                raise PermanentError(
+                    f"cannot start container {name}: Docker network {network!r} (apps.{app.name}.networks) does not "
+                    f"exist; create it (docker network create {network}) and attach the app's database to it"
+                ) from None
+            except docker.errors.APIError as err:
+                raise PermanentError(f"cannot join {name} to network {network}: {err.explanation or err}") from err
+            except requests.exceptions.RequestException as err:
+                raise _unavailable(err) from err
 
     def keep_running(self, container_id: str) -> None:
         """From now on dockerd restarts it when it dies, and after dockerd itself restarts."""
@@ -279,6 +306,18 @@ class DockerRuntime:
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
         return [_found(c, app, self.network) for c in found]
+
+
+def limits(app: AppConfig) -> dict[str, int]:
+    """docker run's --memory, --cpus and --pids-limit as docker-py's create() takes them."""
+    found = {}
+    if app.memory is not None:
+        found["mem_limit"] = app.memory
+    if app.cpus is not None:
+        found["nano_cpus"] = round(app.cpus * 1e9)
+    if app.pids_limit is not None:
+        found["pids_limit"] = app.pids_limit
+    return found
 
 
 def _found(container: "docker.models.containers.Container", app: AppConfig, default_network: str) -> Found:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .config import AppConfig
+from .config import AppConfig, HealthCheck
 from .errors import PermanentError, TemporaryError, ZddError
 from .reconcile import ROLLING_BACK
 from .reference import ImageRef
@@ -58,7 +58,7 @@ class Router(Protocol):
 
 
 class Prober(Protocol):
-    def check(self, address: str, path: str, timeout: float) -> str | None: ...
+    def check(self, address: str, health: HealthCheck) -> str | None: ...
 
 
 class Clock(Protocol):
@@ -185,7 +185,7 @@ class Swap:
         # The epoch deadline is for the journal (a restart resumes it); in-process the monotonic clock
         # decides, so that an NTP step of the wall clock neither stretches nor skips the probation.
         deadline = started + (until - self.clock.time())
-        failed, url = 0, f"http://{new.address}{app.health_path}"
+        failed, url = 0, _probe_url(new.address, app)
         while self.clock.monotonic() < deadline:
             if self.stopping():
                 log.info("%s: probation cut short: zdd is stopping; %s has served without fault", what, new.tag)
@@ -198,7 +198,7 @@ class Swap:
                 exited = None
             reason = f"container {new.container_name} {exited}" if exited else ""
             if not reason:
-                failure = self.prober.check(new.address, app.health_path, app.health_timeout)
+                failure = self.prober.check(new.address, app.health)
                 failed = failed + 1 if failure else 0
                 if failed >= app.health_successes:
                     reason = f"health check {url} failed {failed} times in a row (last: {failure})"
@@ -264,7 +264,7 @@ class Swap:
         started = self.clock.monotonic()
         deadline = started + app.start_timeout
         passed, probes, last = 0, 0, "no probe answered yet"
-        url = f"http://{new.address}{app.health_path}"
+        url = _probe_url(new.address, app)
         while True:
             exited = self.runtime.exit_reason(new.id)
             if exited:
@@ -274,7 +274,7 @@ class Swap:
                 self.runtime.exit_reason(new.id)
                 raise PermanentError(f"{what}: container {new.name} {exited} before it became healthy")
             probes += 1
-            failure = self.prober.check(new.address, app.health_path, app.health_timeout)
+            failure = self.prober.check(new.address, app.health)
             if failure is None:
                 passed += 1
                 self.status(f"{what}: health {passed}/{app.health_successes}")
@@ -365,6 +365,12 @@ class Swap:
             log.info("%s: removed %s; the old version keeps serving", what, new.name)
         except ZddError as err:
             log.warning("%s: could not remove %s yet (%s); it will be retried", what, new.name, err)
+
+
+def _probe_url(address: str, app: AppConfig) -> str:
+    """What the health check asks, as the operator reads it in a failure."""
+    url = f"http://{address}{app.health_path}"
+    return f"{url} (Host: {app.health_host})" if app.health_host else url
 
 
 def phase_data(new: Running, old: Running | None) -> dict[str, str]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .config import HealthCheck
 from .errors import TemporaryError
 
 T = TypeVar("T")
@@ -111,5 +112,5 @@ class TickingProber:
     def __init__(self, prober: Any, ticking: Ticking):
         self.prober, self.ticking = prober, ticking
 
-    def check(self, address: str, path: str, timeout: float) -> str | None:
-        return self.ticking.call("health probe", lambda: self.prober.check(address, path, timeout), timeout)
+    def check(self, address: str, health: HealthCheck) -> str | None:
+        return self.ticking.call("health probe", lambda: self.prober.check(address, health), health.timeout)

@@ -53,6 +53,7 @@ def test_images(docker_client):
         ("ws2", "ws"),
         ("dies", "dies"),
         ("p9090", "port9090"),
+        ("hog", "hog"),
     ):
         built[tag] = images.build(docker_client, tag, variant)
     built["fat2"] = images.build(docker_client, "fat2", padding_mb=100)  # pulling it takes a while

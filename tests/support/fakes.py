@@ -6,7 +6,7 @@ Used only by the fast unit tier; the integration tier runs the same swap against
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from zdd.config import AppConfig
+from zdd.config import AppConfig, HealthCheck
 from zdd.errors import PermanentError
 from zdd.reconcile import Found
 from zdd.reference import ImageRef
@@ -132,9 +132,9 @@ class FakeProber:
     log: list[str]
     results: list[str | None] = field(default_factory=list)  # consumed in order; then always healthy
 
-    def check(self, address: str, path: str, timeout: float) -> str | None:
+    def check(self, address: str, health: HealthCheck) -> str | None:
         result = self.results.pop(0) if self.results else None
-        self.log.append(f"probe {address}{path} -> {result or 'ok'}")
+        self.log.append(f"probe {address}{health.path} -> {result or 'ok'}")
         return result
 
 

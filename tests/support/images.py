@@ -1,8 +1,10 @@
 """Test images built locally (no registry is reachable): busybox httpd in a FROM scratch image.
 
 Every image serves `/` with its version, `/up` for health, `/cgi-bin/slow` that answers after
-SLOW_SECONDS, so a request can be in flight at the moment of the switch, and `/cgi-bin/post` that reads
-a POST's body and answers the version.
+SLOW_SECONDS, so a request can be in flight at the moment of the switch, `/cgi-bin/post` that reads
+a POST's body and answers the version, `/cgi-bin/hostup`, a health check that (like Rails or Django)
+answers 403 to any Host but APP_HOST, and `/cgi-bin/peer`, the answer of http://accessory:8080/ (an
+accessory reached by name on a network the app joins).
 """
 
 import os
@@ -42,6 +44,21 @@ head -c "${CONTENT_LENGTH:-0}" >/dev/null
 """
     + CGI_ANSWER
 )
+APP_HOST = "app.example.com"
+HOSTUP_CGI = f"""#!/bin/sh
+if [ "$HTTP_HOST" = "{APP_HOST}" ]; then
+  printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 3\\r\\nConnection: close\\r\\n\\r\\nok\\n'
+else
+  printf 'HTTP/1.1 403 Forbidden\\r\\nContent-Length: 13\\r\\nConnection: close\\r\\n\\r\\nblocked host\\n'
+fi
+"""
+# busybox-static's wget and nc crash on a host name (static glibc cannot load NSS): nslookup asks Docker's
+# DNS, as the app's own resolver would, and nc talks to the address.
+PEER_CGI = """#!/bin/sh
+ip=$(nslookup accessory 2>/dev/null | awk '/^Address: /{print $2; exit}')
+answer=$( (printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 1) | nc -w 2 "$ip" 8080 2>&1 | tail -n 1)
+printf 'HTTP/1.1 200 OK\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n%s' "${#answer}" "$answer"
+"""
 # For the WebSocket test: a 101 upgrade, then echo every line back, on the same port as /up.
 WS_SERVER = """#!/bin/sh
 read -r method path proto
@@ -63,6 +80,8 @@ VARIANTS = {
     "sick": (["httpd", "-f", "-p", "8080", "-h", "/www"], False),  # /up answers 404
     "crash": (["/bin/sh", "-c", "echo 'fatal: cannot open database' >&2; exit 1"], True),
     "ws": (["nc", "-ll", "-p", "8080", "-e", "/app/ws.sh"], True),
+    # Needs 200 MB before it serves: under a memory limit the kernel kills it in the health gate.
+    "hog": (["/bin/sh", "-c", "dd if=/dev/zero of=/dev/null bs=200M count=1 && exec httpd -f -p 8080 -h /www"], True),
     # Healthy at first, then dies: for the probation. (Its restart policy brings it back, to die again.)
     "dies": (
         ["/bin/sh", "-c", f"httpd -p 8080 -h /www; sleep {DIES_AFTER}; echo 'fatal: lost the database' >&2; exit 3"],
@@ -90,6 +109,9 @@ def build(
         (www / "cgi-bin" / "slow").chmod(0o755)
         (www / "cgi-bin" / "post").write_text(POST_CGI)
         (www / "cgi-bin" / "post").chmod(0o755)
+        for cgi, text in (("hostup", HOSTUP_CGI), ("peer", PEER_CGI)):
+            (www / "cgi-bin" / cgi).write_text(text)
+            (www / "cgi-bin" / cgi).chmod(0o755)
         (root / "app").mkdir()
         (root / "app" / "run.sh").write_text(GRACEFUL)
         (root / "app" / "ws.sh").write_text(WS_SERVER)

@@ -80,3 +80,20 @@ def test_check_names_a_snippet_caddys_user_cannot_read(open_dir, monkeypatch):
     assert f"caddy.snippet_dir: user caddy, who runs Caddy, cannot enter {state} (drwxr-x---" in "\n".join(problems)
     os.chmod(state, 0o755)
     assert not [p for p in check.check_host(config) if p.startswith("caddy.snippet_dir")]
+
+
+def test_check_docker_names_each_missing_network_with_its_app():
+    config = parse_config(
+        {
+            "apps": {
+                "web": {"image": "acme/web", "port": 8080, "networks": ["backend", "cache"]},
+                "api": {"image": "acme/api", "port": 3000, "networks": ["backend"]},
+                "static": {"image": "acme/static", "port": 80},
+            }
+        }
+    )
+    problems = check.check_docker(config, network_exists=lambda name: name == "backend")
+    assert problems == [
+        "apps.web.networks: Docker network 'cache' does not exist; create it (docker network create cache) "
+        "and attach the app's database to it"
+    ]

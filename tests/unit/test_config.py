@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from zdd.config import load_config, parse_config
+from zdd.config import HealthCheck, load_config, parse_config
 from zdd.errors import ConfigError
 from zdd.units import format_duration, human_duration, parse_duration, parse_size
 
@@ -95,12 +95,75 @@ def test_durations_and_optional_keys():
         ({"env": {"A": [1]}}, "apps.web.env: values must be strings or numbers"),
         ({"env_file": "relative.env"}, "apps.web.env_file: 'relative.env' must be an absolute path"),
         ({"labels": {"zdd.app": "x"}}, "apps.web.labels: keys starting with 'zdd.' are zdd's own"),
+        ({"health_host": "http://example.com"}, "apps.web.health_host: 'http://example.com' must be a host name"),
+        ({"health_host": "a b"}, "apps.web.health_host: 'a b' must be a host name"),
+        ({"health_status": []}, "apps.web.health_status: expected a non-empty list of HTTP status codes"),
+        ({"health_status": ["200"]}, "apps.web.health_status: expected a non-empty list of HTTP status codes"),
+        ({"health_status": [200, 600]}, "apps.web.health_status: 600: HTTP status codes are 100-599"),
+        ({"health_status": 200}, "apps.web.health_status: expected a list, got an integer"),
+        ({"networks": "backend"}, "apps.web.networks: expected a list, got a string"),
+        ({"networks": ["back end"]}, "apps.web.networks: 'back end': not a Docker network name"),
+        ({"networks": ["db", "db"]}, "apps.web.networks: a network is named twice"),
+        ({"networks": ["zdd"]}, "apps.web.networks: 'zdd' is zdd's own network"),
+        ({"memory": "lots"}, "apps.web.memory: expected a size like"),
+        ({"memory": "1MB"}, "apps.web.memory: '1MB' is below Docker's minimum of 6MiB"),
+        ({"cpus": 0}, "apps.web.cpus: expected a number of CPUs above 0, like 1.5, got 0"),
+        ({"cpus": "2"}, "apps.web.cpus: expected a number of CPUs above 0"),
+        ({"cpus": True}, "apps.web.cpus: expected a number of CPUs above 0"),
+        ({"pids_limit": 0}, "apps.web.pids_limit: must be at least 1, got 0"),
     ],
 )
 def test_app_problems_name_their_key(keys, problem):
     with pytest.raises(ConfigError) as failure:
         parse_config(with_app(**keys))
     assert any(problem in p for p in failure.value.problems), failure.value.problems
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (
+            {},
+            {
+                "health_host": None,
+                "health_status": (),
+                "networks": (),
+                "memory": None,
+                "cpus": None,
+                "pids_limit": None,
+            },
+        ),
+        (
+            {"health_host": "example.com", "health_status": [200, 301]},
+            {"health_host": "example.com", "health_status": (200, 301)},
+        ),
+        ({"health_host": "app.test:3000"}, {"health_host": "app.test:3000"}),
+        ({"networks": ["backend", "cache_net"]}, {"networks": ("backend", "cache_net")}),
+        (
+            {"memory": "512MiB", "cpus": 1.5, "pids_limit": 200},
+            {"memory": 512 * 1024**2, "cpus": 1.5, "pids_limit": 200},
+        ),
+        ({"memory": 64_000_000, "cpus": 2}, {"memory": 64_000_000, "cpus": 2.0}),
+    ],
+)
+def test_health_networks_and_limits(keys, expected):
+    app = parse_config(with_app(**keys)).apps["web"]
+    assert {key: getattr(app, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("statuses", "status", "healthy"),
+    [
+        ((), 200, True),
+        ((), 204, True),
+        ((), 301, False),
+        ((), 500, False),
+        ((200, 301), 301, True),
+        ((301,), 200, False),
+    ],
+)
+def test_which_answers_are_healthy(statuses, status, healthy):
+    assert HealthCheck("/up", 2.0, None, statuses).accepts(status) is healthy
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import time
 import pytest
 
 import zdd.ticking as ticking_module
+from zdd.config import HealthCheck
 from zdd.errors import TemporaryError
 from zdd.ticking import Ticking, TickingProber, TickingRuntime
 
@@ -81,9 +82,9 @@ def test_errors_of_the_call_reach_the_caller():
 
 def test_a_long_health_probe_ticks(ticks):
     class SlowProber:
-        def check(self, address: str, path: str, timeout: float) -> str | None:
+        def check(self, address: str, health: HealthCheck) -> str | None:
             time.sleep(0.5)
             return "HTTP 500"
 
     prober = TickingProber(SlowProber(), Ticking(lambda: ticks.append(1)))
-    assert prober.check("10.0.0.2:8080", "/up", 10.0) == "HTTP 500" and len(ticks) >= 2
+    assert prober.check("10.0.0.2:8080", HealthCheck("/up", 10.0)) == "HTTP 500" and len(ticks) >= 2

@@ -1,0 +1,109 @@
+"""What real apps need from a deploy, against a real dockerd and Caddy: extra networks where their
+database runs, memory/CPU/pids limits, and a health check that sends the Host the app expects."""
+
+import secrets
+import signal
+import time
+
+import pytest
+
+from tests.integration.test_deploy import assert_no_failures, wait_until
+from tests.support.images import APP_HOST
+from tests.support.load import LoadClient
+
+ONLY_DEBIAN_CADDY = pytest.mark.parametrize("caddy_binary", ["caddy2.6"], indirect=True)
+
+
+def reconfigure(stack, **app_keys) -> None:
+    """Edit zdd.toml and `systemctl reload zdd` (SIGHUP), as an operator does; returns once it took effect."""
+    before = stack.agent.log.count("reloaded config")
+    stack.configure(**app_keys)
+    stack.agent.signal(signal.SIGHUP)
+    wait_until(lambda: stack.agent.log.count("reloaded config") > before, 10, "the config reload")
+
+
+@pytest.fixture
+def backend(docker_client, test_images):
+    """A user network with an "accessory" on it (the app's database, in a real set-up), known there by that
+    name: the app reaches it only if its container joined the network."""
+    name = f"zdd-it-backend-{secrets.token_hex(3)}"
+    network = docker_client.networks.create(name, driver="bridge")
+    api = docker_client.api
+    created = api.create_container(
+        test_images["v3"],
+        name=f"{name}-accessory",
+        host_config=api.create_host_config(network_mode=name, init=True),
+        networking_config=api.create_networking_config({name: api.create_endpoint_config(aliases=["accessory"])}),
+    )
+    api.start(created["Id"])
+    yield name
+    api.remove_container(created["Id"], force=True)
+    network.remove()
+
+
+def test_networks_limits_and_health_host_under_load(backend, stack):  # the network outlives the containers
+    stack.configure(
+        networks=[backend],
+        memory="64MiB",
+        cpus=0.5,
+        pids_limit=64,
+        health_path="/cgi-bin/hostup",  # 403 to any Host but APP_HOST, like Rails' or Django's allowed hosts
+        health_host=APP_HOST,
+        health_status=[200],
+    )
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    with LoadClient(stack.caddy.port) as load:
+        time.sleep(1.5)
+        result = stack.deploy("v2")
+        time.sleep(1)
+        settled = time.monotonic()
+        time.sleep(1)
+    assert result.returncode == 0, result.stderr
+    print(load.summary())
+    assert_no_failures(stack, load)
+    assert load.bodies_after(settled) == {"v2"}
+
+    [container] = stack.containers()
+    host_config = container.attrs["HostConfig"]
+    assert (host_config["Memory"], host_config["NanoCpus"], host_config["PidsLimit"]) == (64 * 1024**2, 500_000_000, 64)
+    assert set(container.attrs["NetworkSettings"]["Networks"]) == {stack.network, backend}
+    # Through Caddy, the app answers with what it got from the accessory, by name, on the backend network.
+    assert stack.caddy.get("/cgi-bin/peer") == (200, "v3")
+
+
+@ONLY_DEBIAN_CADDY
+def test_an_app_that_checks_the_host_fails_its_health_gate_without_health_host(stack):
+    stack.configure(health_path="/cgi-bin/hostup", start_timeout="2s")
+    stack.start()
+    result = stack.deploy("v1")
+    assert result.returncode == 1
+    assert "health check http://" in result.stderr and "/cgi-bin/hostup did not pass" in result.stderr
+    assert "HTTP 403" in result.stderr
+    reconfigure(stack, health_path="/cgi-bin/hostup", health_host=APP_HOST)
+    assert stack.deploy("v1").returncode == 0
+    stack.caddy.wait_serving("v1")
+
+
+@ONLY_DEBIAN_CADDY
+def test_a_missing_network_or_an_app_killed_for_memory_leaves_the_old_version_serving(stack, docker_client):
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    with LoadClient(stack.caddy.port, slow_workers=1) as load:
+        time.sleep(0.5)
+        reconfigure(stack, networks=["zdd-it-no-such-network"])
+        checked = stack.agent.cli("check")
+        missing = stack.deploy("v2")
+        reconfigure(stack, memory="32MiB")  # the "hog" version needs 200 MB before it serves
+        killed = stack.deploy("hog")
+        time.sleep(0.5)
+    assert checked.returncode == 2 and "apps.web.networks: Docker network 'zdd-it-no-such-network' does not exist" in (
+        checked.stderr
+    )
+    assert missing.returncode == 1
+    assert "Docker network 'zdd-it-no-such-network' (apps.web.networks) does not exist" in missing.stderr
+    assert killed.returncode == 1
+    assert "exited with code 137 (out of memory)" in killed.stderr and "before it became healthy" in killed.stderr
+    assert_no_failures(stack, load)
+    assert load.bodies_after(0) == {"v1"}
+    wait_until(lambda: [c.labels["zdd.tag"] for c in stack.containers()] == ["v1"], 10, "only v1 left")
