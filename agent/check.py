@@ -16,7 +16,8 @@ from pathlib import Path
 from . import dns
 from .caddy import CaddyAdmin, adapt_caddyfile, caddyfile_imports
 from .config import Config
-from .errors import PermanentError, TemporaryError, ZddError
+from .errors import ConfigError, PermanentError, TemporaryError, ZddError
+from .registry_auth import exposure, load_auths
 from .routes import DOMAIN
 
 CADDY_USER = "caddy"  # Debian's caddy.service runs as this user
@@ -143,3 +144,19 @@ def check_docker(config: Config, network_exists: Callable[[str], bool]) -> list[
                     f"create it (docker network create {network}) and attach the app's database to it"
                 )
     return problems
+
+
+def check_registry_auth(config: Config) -> tuple[list[str], str | None]:
+    """The credentials file parses as Docker's config.json and only its owner may read it. Returns the
+    problems and, when this user may not read it (as it should be for a deployer), a warning saying so."""
+    path = config.registry_auth
+    if not path.exists():
+        return [], None
+    problems = [f"registry_auth: {why}" for why in [exposure(path)] if why]
+    if not os.access(path, os.R_OK):
+        return problems, f"registry_auth: {path} not checked: only its owner may read it (run zdd check as root)"
+    try:
+        load_auths(path)
+    except ConfigError as err:
+        problems += [f"registry_auth: {problem}" for problem in err.problems]
+    return problems, None

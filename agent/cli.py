@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .caddy import CaddyRouter
-from .check import check_docker, check_host
+from .check import check_docker, check_host, check_registry_auth
 from .config import Config, config_path, load_config
 from .errors import ConfigError, RequestError, TemporaryError, ZddError
 from .host import reload_safety_problem
@@ -122,15 +122,16 @@ def _docker_checks(config: Config) -> tuple[list[str], str | None]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
-    problems, docker_warning = [], None
+    problems, auth_warning = check_registry_auth(config)
+    docker_warning = None
     if not args.offline:
-        problems = check_host(config)
+        problems += check_host(config)
         if any(app.networks for app in config.apps.values()):
             docker_problems, docker_warning = _docker_checks(config)
             problems += docker_problems
     for problem in problems:
         print(f"zdd check: {problem}", file=sys.stderr)
-    warnings = [reload_safety_problem(), docker_warning]
+    warnings = [reload_safety_problem(), auth_warning, docker_warning]
     if not config.apps:
         warnings.append("no app configured: zdd idles until an [apps.NAME] table is added (then reload zdd)")
     for warning in filter(None, warnings):

@@ -14,6 +14,7 @@ from .reference import APP_NAME_RE, REPOSITORY_RE
 from .units import parse_duration, parse_size
 
 DEFAULT_CONFIG = Path("/etc/zdd/zdd.toml")
+DEFAULT_REGISTRY_AUTH = Path("/etc/zdd/registry-auth.json")
 PULL_POLICIES = ("missing", "always", "never")
 
 
@@ -87,6 +88,8 @@ class Config:
     network: str = "zdd"
     docker_host: str = "unix:///var/run/docker.sock"
     reconcile_interval: float = 30.0  # seconds between idle checks that what runs is what Caddy routes to
+    # Logins for private registries, in Docker's config.json format; none needed if the file is absent.
+    registry_auth: Path = DEFAULT_REGISTRY_AUTH
     caddy: CaddyConfig = CaddyConfig()
     apps: Mapping[str, AppConfig] = field(default_factory=dict)
     source: Path | None = None
@@ -367,6 +370,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     network = top.get("network", str, Config.network)
     docker_host = top.get("docker_host", str, os.environ.get("DOCKER_HOST", Config.docker_host))
     reconcile_interval = top.duration("reconcile_interval", Config.reconcile_interval)
+    registry_auth = top.get("registry_auth", str, DEFAULT_REGISTRY_AUTH, _absolute_path)
     caddy_table = top.get("caddy", dict, {})
     apps_table = top.get("apps", dict, {})
     top.unknown()
@@ -398,6 +402,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         network=network,
         docker_host=docker_host,
         reconcile_interval=max(reconcile_interval, 1.0),
+        registry_auth=Path(registry_auth),
         caddy=caddy,
         apps=apps,
         source=source,

@@ -99,7 +99,7 @@ class Agent:
     def _build(self, config: Config) -> None:
         """The adapters that depend on the config: rebuilt by a reload."""
         self.config = config
-        self.docker = DockerRuntime(config.docker_host, config.network, self.state.instance)
+        self.docker = DockerRuntime(config.docker_host, config.network, self.state.instance, config.registry_auth)
         self.runtime = TickingRuntime(self.docker, self.ticking)
         self.router = CaddyRouter(config, self.state.instance)
         self.swap = Swap(

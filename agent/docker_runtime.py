@@ -19,6 +19,7 @@ from .config import AppConfig
 from .errors import ConfigError, PermanentError, TemporaryError, ZddError
 from .reconcile import Found
 from .reference import ImageRef
+from .registry_auth import Credentials, load_auths, refusal, registry_of
 from .swap import Container
 
 log = logging.getLogger("zdd.docker")
@@ -65,8 +66,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 class DockerRuntime:
-    def __init__(self, base_url: str, network: str, instance: str):
-        self.network, self.instance = network, instance
+    def __init__(self, base_url: str, network: str, instance: str, registry_auth: Path | None = None):
+        self.network, self.instance, self.registry_auth = network, instance, registry_auth
         try:
             self.client = docker.DockerClient(base_url=base_url, version=API_VERSION, timeout=API_TIMEOUT)
         except docker.errors.DockerException as err:
@@ -107,17 +108,41 @@ class DockerRuntime:
         the caller (ticking.TickingRuntime), which stops waiting for a pull that stalls."""
         # A reference with a tag and a digest is pulled by digest: the digest is what will run.
         version = ref.digest or ref.tag or "latest"
+        login = self._login(ref)
+        auth = login.for_docker() if login else None
         try:
-            for message in self.client.api.pull(ref.repository, tag=version, stream=True, decode=True):
+            for message in self.client.api.pull(
+                ref.repository, tag=version, stream=True, decode=True, auth_config=auth
+            ):
                 progress()
                 if "error" in message:
-                    raise _pull_error(ref, message.get("error") or str(message))
+                    raise self._pull_error(ref, message.get("error") or str(message), login)
         except docker.errors.NotFound as err:
-            raise PermanentError(f"pull {ref}: not found in the registry ({err.explanation})") from err
+            raise self._pull_error(ref, f"not found in the registry ({err.explanation})", login) from err
         except docker.errors.APIError as err:
-            raise _pull_error(ref, str(err.explanation or err)) from err
+            raise self._pull_error(ref, str(err.explanation or err), login) from err
         except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
+
+    def _login(self, ref: ImageRef) -> Credentials | None:
+        """Read at every pull: a rotated password is used from the next deploy on, with no reload."""
+        if self.registry_auth is None:
+            return None
+        try:
+            return load_auths(self.registry_auth).get(registry_of(ref.repository))
+        except ConfigError as err:
+            raise PermanentError(f"pull {ref}: registry credentials: {err}") from None
+
+    def _pull_error(self, ref: ImageRef, message: str, login: Credentials | None) -> Exception:
+        answer = refusal(message)
+        if answer is None:
+            return _pull_error(ref, message)
+        registry = registry_of(ref.repository)
+        if login:
+            why = f"refused {login.who} from {self.registry_auth}"
+        else:
+            why = f"wants a login and {self.registry_auth or 'no credentials file'} has none for {registry}"
+        return PermanentError(f"pull {ref}: registry {registry} {why} ({answer}: {message})")
 
     def remove_image(self, reference: str, image_id: str) -> str:
         """Remove the name zdd deployed an image by ("removed"), only while it still means that image;

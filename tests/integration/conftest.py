@@ -195,3 +195,55 @@ def registry(tmp_path_factory, docker_client):
                     docker_client.images.remove(name)
                 except docker.errors.APIError as err:
                     print(f"registry teardown: {name} stays: {err}")
+
+
+class PrivateRegistry:
+    """Debian's docker-registry with htpasswd logins on loopback (Docker speaks plain HTTP to 127.0.0.0/8).
+    `login(password)` restarts it with a new password for the user: a rotated credential."""
+
+    USER = "alice"
+
+    def __init__(self, workdir: Path, binary: str):
+        self.workdir, self.binary = workdir, binary
+        self.address = f"127.0.0.1:{free_port()}"
+        self.process: subprocess.Popen | None = None
+
+    def login(self, password: str) -> None:
+        import warnings
+
+        with warnings.catch_warnings():  # stdlib until 3.13 (the suite runs on Debian 12's 3.11)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt
+        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))  # the registry takes only bcrypt
+        self.stop()
+        (self.workdir / "htpasswd").write_text(f"{self.USER}:{hashed}\n")
+        (self.workdir / "config.yml").write_text(
+            f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {self.workdir}/data\n"
+            f"http:\n  addr: {self.address}\n"
+            f"auth:\n  htpasswd:\n    realm: zdd-test\n    path: {self.workdir}/htpasswd\n"
+        )
+        with open(self.workdir / "registry.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "serve", str(self.workdir / "config.yml")], stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for_port(int(self.address.rpartition(":")[2]))
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def private_registry(tmp_path_factory, docker_client):
+    binary = shutil.which("docker-registry")
+    if not binary:
+        pytest.fail("docker-registry is missing; .ci/run installs it (apt install docker-registry)")
+    registry = PrivateRegistry(tmp_path_factory.mktemp("private-registry"), binary)
+    yield registry
+    registry.stop()
+    for image in docker_client.images.list():
+        for name in image.tags:
+            if name.startswith(f"{registry.address}/"):
+                docker_client.images.remove(name)

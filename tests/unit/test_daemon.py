@@ -75,7 +75,7 @@ def test_a_reload_applies_admin_docker_host_and_network_and_refuses_to_move_the_
     engines = []  # the Docker adapter each build made: (base_url, network)
     real = daemon.DockerRuntime
     monkeypatch.setattr(
-        daemon, "DockerRuntime", lambda url, net, inst: engines.append((url, net)) or real(url, net, inst)
+        daemon, "DockerRuntime", lambda url, net, inst, auth: engines.append((url, net)) or real(url, net, inst, auth)
     )
     agent = Agent(load_config(path), RecordingNotifier())
     path.write_text(
