@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import asdict
 from pathlib import Path
 
-from . import __version__
+from . import __version__, app_logs
 from .caddy import CaddyRouter
 from .check import check_docker, check_host, check_registry_auth
 from .config import Config, config_path, load_config
@@ -268,6 +268,10 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    return app_logs.cmd_logs(args, _load(args))
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Queue the previous version of the app; it goes through the same zero-downtime path."""
     config = _load(args)
@@ -323,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     detach = sub.add_parser("detach", help="give Caddy fixed upstreams, so sites serve without zdd (before removal)")
     detach.set_defaults(func=cmd_detach)
+
+    app_logs.add_parser(sub).set_defaults(func=cmd_logs)
 
     check = sub.add_parser("check", help="validate the config and the Caddy setup")
     check.add_argument("--offline", action="store_true", help="check the file only, not Caddy")

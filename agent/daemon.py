@@ -17,6 +17,7 @@ from .config import Config, load_config
 from .converge import Converger
 from .docker_runtime import DockerRuntime
 from .errors import ConfigError, ZddError
+from .failed_output import FailedOutput
 from .health import HttpProber
 from .heartbeat import Heartbeat, idle_status, stop_bound
 from .intake import Intake
@@ -38,13 +39,16 @@ log = logging.getLogger("zdd.agent")
 class StateJournal:
     """swap.Journal over the state file: the phase is on disk before the step it names begins."""
 
-    def __init__(self, store: StateStore, state: State):
-        self.store, self.state = store, state
+    def __init__(self, store: StateStore, state: State, failed_output: FailedOutput):
+        self.store, self.state, self.failed_output = store, state, failed_output
 
     def enter(self, app: str, phase: str, **data: str) -> None:
         app_state = self.state.app(app)
         app_state.phase, app_state.phase_data = phase, dict(data)
         self.store.save(self.state)
+
+    def keep_output(self, app: str, text: str) -> None:
+        self.failed_output.keep(app, text)
 
 
 def find_instance(config: Config, state: State) -> str:
@@ -107,7 +111,7 @@ class Agent:
             self.router,
             TickingProber(HttpProber(), self.ticking),
             SystemClock(),
-            StateJournal(self.store, self.state),
+            StateJournal(self.store, self.state, FailedOutput(config.state_dir)),
             status=self.notifier.status,
             tick=self.tick,
             stopping=lambda: self.stop_requested,

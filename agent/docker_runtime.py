@@ -7,7 +7,7 @@ low-level streaming pull with every message checked for an error.
 import logging
 import os
 import pwd
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -318,6 +318,32 @@ class DockerRuntime:
             raise _unavailable(err) from err
         except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
+
+    def output(self, container_id: str, lines: int) -> str:
+        """Its last `lines` lines of stdout and stderr, with Docker's timestamps."""
+        try:
+            raw = self.client.containers.get(container_id).logs(tail=lines, timestamps=True)
+        except docker.errors.NotFound:
+            return ""
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise _unavailable(err) from err
+        return raw.decode(errors="replace")
+
+    def stream_output(
+        self, container_id: str, follow: bool, since: int | None, tail: int | str, timestamps: bool
+    ) -> Iterator[bytes]:
+        """Its stdout and stderr as Docker keeps them (`docker logs`); with `follow`, until it stops."""
+        try:
+            container = self.client.containers.get(container_id)
+            # No HTTP timeout while following: the stream may rightly stay silent for hours.
+            self.client.api.timeout = None if follow else API_TIMEOUT
+            yield from container.logs(stream=True, follow=follow, since=since, tail=tail, timestamps=timestamps)
+        except docker.errors.NotFound:
+            return
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise _unavailable(err) from err
+        finally:
+            self.client.api.timeout = API_TIMEOUT
 
     def containers(self, app: AppConfig, instance: str | None = None) -> list[Found]:
         """Every container zdd started for `app`, running or not, found by its labels: this agent's

@@ -9,6 +9,7 @@ the small Protocols below, so the order of steps and every failure path can be t
 """
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +25,7 @@ log = logging.getLogger("zdd.swap")
 
 ENGINE_SETTLE = 1.0  # seconds: see the health gate
 DRAIN_POLL = 0.05  # seconds between reads of Caddy's in-flight counter
+OUTPUT_LINES = 200  # of a container removed without going live, kept for `zdd logs --failed`
 DRAIN_QUIET_READS = 2  # zero readings in a row: a request Caddy accepted a moment ago is counted by then
 
 
@@ -46,6 +48,7 @@ class Runtime(Protocol):
     def is_running(self, container_id: str) -> bool: ...
     def stop(self, container_id: str, timeout: float) -> None: ...
     def remove(self, container_id: str) -> None: ...
+    def output(self, container_id: str, lines: int) -> str: ...
 
 
 class Router(Protocol):
@@ -71,6 +74,9 @@ class Journal(Protocol):
     """Persists the phase an app's deploy is entering, before the step runs (crash safety)."""
 
     def enter(self, app: str, phase: str, **data: str) -> None: ...
+
+    def keep_output(self, app: str, text: str) -> None:
+        """Keep the output of a new container that is removed without going live ("" forgets it)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class Swap:
             log.info("%s: %s is already live; nothing to do", app.name, ref.version)
             return Outcome(current, changed=False)
 
+        self.journal.keep_output(app.name, "")  # the last failure's output is kept until the next deploy
         self.journal.enter(app.name, "pulling", deploy=deploy_id, reference=str(ref))
         self._pull(app, ref, what)
         image_id = self.runtime.image_id(ref)
@@ -239,6 +246,7 @@ class Swap:
             ) from err
         self._wait(self.router.switch_delay)  # requests sent meanwhile may still reach the new one
         self.runtime.stop(new.container_id, app.stop_timeout)
+        self._keep_output(app, new.container_id, new.container_name, f"{what}: {reason}")
         self.runtime.remove(new.container_id)
         raise PermanentError(
             f"{what}: failed {after}: {reason}; traffic is back on {old.tag} and {new.container_name} is removed"
@@ -360,11 +368,24 @@ class Swap:
 
     def _discard(self, app: AppConfig, new: Container, what: str) -> None:
         """Remove a new container that never went live; the old one was never touched."""
+        self._keep_output(app, new.id, new.name, f"{what}: never went live")
         try:
             self.runtime.remove(new.id)
             log.info("%s: removed %s; the old version keeps serving", what, new.name)
         except ZddError as err:
             log.warning("%s: could not remove %s yet (%s); it will be retried", what, new.name, err)
+
+    def _keep_output(self, app: AppConfig, container_id: str, name: str, why: str) -> None:
+        try:
+            output = self.runtime.output(container_id, OUTPUT_LINES)
+        except ZddError as err:
+            output = f"(its output could not be read: {err})\n"
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.clock.time()))
+        output = output or "(no output)\n"
+        try:
+            self.journal.keep_output(app.name, f"# {name}, removed {when}\n# {why}\n{output}")
+        except OSError as err:
+            log.warning("%s: cannot keep the output of %s: %s", app.name, name, err)
 
 
 def _probe_url(address: str, app: AppConfig) -> str:

@@ -3,6 +3,7 @@ database runs, memory/CPU/pids limits, and a health check that sends the Host th
 
 import secrets
 import signal
+import subprocess
 import time
 
 import pytest
@@ -107,3 +108,38 @@ def test_a_missing_network_or_an_app_killed_for_memory_leaves_the_old_version_se
     assert_no_failures(stack, load)
     assert load.bodies_after(0) == {"v1"}
     wait_until(lambda: [c.labels["zdd.tag"] for c in stack.containers()] == ["v1"], 10, "only v1 left")
+
+
+@ONLY_DEBIAN_CADDY
+def test_zdd_logs_shows_the_live_container_follows_it_across_a_deploy_and_keeps_a_failed_ones(stack):
+    # httpd -vv writes a line per request: the app's own output, as a real server logs its requests.
+    stack.configure(command=["/bin/sh", "-c", "echo booting $(cat /www/index.html); exec httpd -f -vv -p 8080 -h /www"])
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    stack.caddy.get("/marker-one")
+    shown = stack.agent.cli("logs")
+    assert shown.returncode == 0, shown.stderr
+    assert "booting v1" in shown.stdout and "url:/marker-one" in shown.stdout
+
+    follow = stack.agent.command("logs", "web", "-f")
+    follower = subprocess.Popen(follow, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1)
+        assert stack.deploy("v2").returncode == 0
+        stack.caddy.get("/marker-two")
+        time.sleep(1.5)
+    finally:
+        follower.terminate()
+        out, err = follower.communicate(timeout=10)
+    assert "booting v1" in out.decode() and "booting v2" in out.decode() and "url:/marker-two" in out.decode()
+    assert "# zdd: web: now v2 (zdd-web-" in err.decode()
+
+    nothing = stack.agent.cli("logs", "--failed")
+    assert nothing.returncode == 1 and "web: no failed deploy's output is kept" in nothing.stderr
+    reconfigure(stack, command=[])  # the image's own CMD again: "crash" exits at once with an error
+    assert stack.deploy("crash").returncode == 1
+    failed = stack.agent.cli("logs", "--failed")
+    assert failed.returncode == 0 and "fatal: cannot open database" in failed.stdout
+    assert "web: v2 -> crash: never went live" in failed.stdout
+    assert stack.deploy("v3").returncode == 0
+    assert stack.agent.cli("logs", "--failed").returncode == 1  # kept until the next deploy

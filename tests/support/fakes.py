@@ -86,6 +86,9 @@ class FakeRuntime:
     def stop(self, container_id: str, timeout: float) -> None:
         self.log.append(f"stop {container_id} timeout={timeout:g}")
 
+    def output(self, container_id: str, lines: int) -> str:
+        return f"output of {container_id}\n"
+
     def remove(self, container_id: str) -> None:
         self.removed.append(container_id)
         self.found = [f for f in self.found if f.id != container_id]
@@ -142,10 +145,14 @@ class FakeProber:
 class FakeJournal:
     log: list[str]
     phases: list[str] = field(default_factory=list)
+    kept_output: str = ""  # what the swap kept of a removed new container's output
 
     def enter(self, app: str, phase: str, **data: str) -> None:
         self.phases.append(phase)
         self.log.append(f"phase {phase or '(done)'}")
+
+    def keep_output(self, app: str, text: str) -> None:
+        self.kept_output = text
 
 
 def collapse(events: Sequence[str]) -> list[str]:

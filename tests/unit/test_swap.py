@@ -165,6 +165,14 @@ def test_unhealthy_new_version_is_removed_and_old_never_touched(world):
     assert "last: HTTP 500" in message and "within 5s" in message
     assert world["runtime"].removed == ["c2"]
     assert not any(e.startswith(("route", "stop")) for e in world["log"])
+    kept = world["journal"].kept_output.splitlines()  # for `zdd logs --failed`, until the next deploy
+    assert kept[0].startswith("# zdd-web-d1, removed ") and kept[1:] == [
+        "# web: v1 -> v2: never went live",
+        "output of c2",
+    ]
+    world["prober"].results = []
+    world["swap"].deploy(APP, ref("v2"), V1, "d2")
+    assert world["journal"].kept_output == ""
 
 
 def test_health_needs_consecutive_successes(world):
@@ -243,6 +251,7 @@ def test_a_crash_in_probation_routes_back_to_the_old_and_removes_the_new(world):
     assert world["router"].routes[-1] == ["10.0.0.1:8080"]
     assert world["log"][-3:] == ["route 10.0.0.1:8080", "stop c2 timeout=7", "remove c2"]
     assert "stop c1 timeout=7" not in world["log"]  # the old one never stopped: no pull, no boot to go back
+    assert "container zdd-web-d1 exited with code 1\noutput of c2" in world["journal"].kept_output
 
 
 def test_an_unhealthy_new_version_in_probation_is_rolled_back_after_consecutive_failures(world):
