@@ -60,6 +60,10 @@ class AppConfig:
     # Docker networks every new container joins besides zdd's own (where the app reaches its database by
     # name); they must exist: zdd does not create or remove them.
     networks: tuple[str, ...] = ()
+    # Run once per deploy in a one-off container of the new image, after the pull and before the new
+    # version starts (migrations); non-zero exit or release_timeout fails the deploy. A string runs in /bin/sh.
+    release_command: tuple[str, ...] = ()
+    release_timeout: float = 300.0
     memory: int | None = None  # bytes; docker run --memory
     cpus: float | None = None  # docker run --cpus
     pids_limit: int | None = None  # docker run --pids-limit
@@ -231,6 +235,15 @@ def _networks(value: list) -> tuple[str, ...]:
     return names
 
 
+def _command(value: object) -> tuple[str, ...]:
+    """A list runs as it is (exec form); a string runs in /bin/sh -c (shell form), as in a Dockerfile."""
+    if isinstance(value, str) and value.strip():
+        return ("/bin/sh", "-c", value)
+    if isinstance(value, list) and value and all(isinstance(part, str) for part in value):
+        return tuple(value)
+    raise ValueError('expected a command: a list like ["bin/rails", "db:migrate"] or a shell string')
+
+
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses a smaller --memory
 
 
@@ -350,6 +363,8 @@ def _app(name: str, table: Mapping[str, Any], problems: list[str]) -> AppConfig 
         labels=r.get("labels", dict, {}, _string_map),
         command=r.get("command", list, (), _string_list),
         networks=r.get("networks", list, (), _networks),
+        release_command=r.get("release_command", object, (), _command),
+        release_timeout=r.duration("release_timeout", d.release_timeout),
         memory=r.get("memory", object, None, _memory),
         cpus=r.get("cpus", object, None, _cpus),
         pids_limit=r.get("pids_limit", int, None, _positive),

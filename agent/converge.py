@@ -14,7 +14,7 @@ from .caddy import CaddyRouter
 from .config import AppConfig
 from .docker_runtime import DockerRuntime
 from .errors import PermanentError, TemporaryError
-from .ledger import Ledger, Result
+from .ledger import TERMINAL, Ledger, Result
 from .reconcile import ROLLING_BACK, Interrupted, plan_app
 from .state import State
 from .swap import Swap
@@ -81,5 +81,15 @@ class Converger:
         settled = self.ledger.settle(app.name, deploy_id, plan.interrupted, image_id)
         if settled or not unchanged:
             self.save()
+        self._remove_ended_releases(app)
         failed = [e for e in settled if e.result == Result.FAILED]
         return f"{app.name}: {failed[-1].tag}: {failed[-1].reason}" if failed else ""
+
+    def _remove_ended_releases(self, app: AppConfig) -> None:
+        """A release container stays while its deploy may still be retried (it tells the retry that the
+        command ran); once that deploy has ended, it goes."""
+        pending = {e.deploy_id for e in self.state.history if e.app == app.name and e.result not in TERMINAL}
+        for container_id, name, deploy in self.runtime.release_containers(app):
+            if deploy not in pending:
+                self.runtime.remove(container_id)
+                log.info("%s: removed release container %s (deploy %s has ended)", app.name, name, deploy)

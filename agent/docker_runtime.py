@@ -26,6 +26,7 @@ log = logging.getLogger("zdd.docker")
 
 LABEL_APP, LABEL_TAG, LABEL_DEPLOY, LABEL_REFERENCE = "zdd.app", "zdd.tag", "zdd.deploy", "zdd.reference"
 LABEL_INSTANCE = "zdd.instance"  # which agent (state dir) owns the container
+LABEL_RELEASE = "zdd.release"  # a one-off container of a deploy's release command; the value is the deploy id
 # What Caddy dials is fixed when the container starts: a later edit of apps.NAME.port or `network` applies
 # to the next deploy, never to a container that already runs (its address is read back from these).
 LABEL_PORT, LABEL_NETWORK = "zdd.port", "zdd.network"
@@ -188,10 +189,8 @@ class DockerRuntime:
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
 
-    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container:
-        env = read_env_file(app.env_file) if app.env_file else {}
-        env.update(app.env)
-        labels = {
+    def _labels(self, app: AppConfig, ref: ImageRef, deploy_id: str) -> dict[str, str]:
+        return {
             **app.labels,
             LABEL_APP: app.name,
             LABEL_TAG: ref.version,
@@ -201,11 +200,17 @@ class DockerRuntime:
             LABEL_PORT: str(app.port),
             LABEL_NETWORK: self.network,
         }
-        name = f"zdd-{app.name}-{deploy_id}"
+
+    def _create(
+        self, app: AppConfig, image_id: str, name: str, labels: dict[str, str], command: tuple[str, ...]
+    ) -> "docker.models.containers.Container":
+        """A container of the app as configured (env, volumes, limits, networks), created, not started."""
+        env = read_env_file(app.env_file) if app.env_file else {}
+        env.update(app.env)
         try:
             container = self.client.containers.create(
                 image_id,
-                command=list(app.command) or None,
+                command=list(command) or None,
                 name=name,
                 environment=env,
                 volumes=list(app.volumes),
@@ -227,6 +232,11 @@ class DockerRuntime:
         except ZddError:
             self.remove(container.id)
             raise
+        return container
+
+    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container:
+        name = f"zdd-{app.name}-{deploy_id}"
+        container = self._create(app, image_id, name, self._labels(app, ref, deploy_id), app.command)
         try:
             container.start()
             container.reload()
@@ -235,6 +245,58 @@ class DockerRuntime:
             self.remove(container.id)
             raise PermanentError(f"cannot start container {name}: {getattr(err, 'explanation', None) or err}") from err
         return Container(id=container.id, name=name, address=f"{ip}:{app.port}")
+
+    def run_release(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> tuple[str, str, bool]:
+        """Start the deploy's release command in a one-off container of the new image, or find the one
+        an agent that died started for this deploy (it ran or runs: never a second time). Returns its
+        id, its name, and whether it was found rather than started."""
+        name = f"zdd-{app.name}-{deploy_id}-release"
+        try:
+            earlier = self.client.containers.list(
+                all=True, filters={"label": [f"{LABEL_RELEASE}={deploy_id}", f"{LABEL_APP}={app.name}"]}
+            )
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise _unavailable(err) from err
+        if earlier:
+            if earlier[0].status == "created":  # the agent died between create and start
+                self._start_release(earlier[0])
+            return earlier[0].id, earlier[0].name, True
+        labels = {**self._labels(app, ref, deploy_id), LABEL_RELEASE: deploy_id}
+        container = self._create(app, image_id, name, labels, app.release_command)
+        self._start_release(container)
+        return container.id, name, False
+
+    def _start_release(self, container: "docker.models.containers.Container") -> None:
+        try:
+            container.start()
+        except docker.errors.APIError as err:
+            self.remove(container.id)
+            raise PermanentError(
+                f"cannot start the release command in {container.name}: {err.explanation or err}"
+            ) from err
+        except requests.exceptions.RequestException as err:
+            raise _unavailable(err) from err
+
+    def exit_code(self, container_id: str) -> int | None:
+        """None while it runs; its exit code once it ended (-1 if Docker lost it)."""
+        try:
+            state = self.client.containers.get(container_id).attrs["State"]
+        except docker.errors.NotFound:
+            return -1
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise _unavailable(err) from err
+        if state.get("Running") or state.get("Status") == "created":
+            return None
+        return int(state.get("ExitCode", -1))
+
+    def release_containers(self, app: AppConfig) -> list[tuple[str, str, str]]:
+        """This agent's release containers of `app`: (id, name, deploy id)."""
+        filters = {"label": [f"{LABEL_APP}={app.name}", f"{LABEL_INSTANCE}={self.instance}", LABEL_RELEASE]}
+        try:
+            found = self.client.containers.list(all=True, filters=filters, ignore_removed=True)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise _unavailable(err) from err
+        return [(c.id, c.name, c.labels.get(LABEL_RELEASE, "")) for c in found]
 
     def _join_networks(self, container: "docker.models.containers.Container", app: AppConfig, name: str) -> None:
         """Before it starts, so that the app finds its database by name from its first line of code."""
@@ -356,7 +418,8 @@ class DockerRuntime:
             found = self.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
-        return [_found(c, app, self.network) for c in found]
+        # Release containers never serve: the swap and the converger handle them apart.
+        return [_found(c, app, self.network) for c in found if LABEL_RELEASE not in c.labels]
 
 
 def limits(app: AppConfig) -> dict[str, int]:

@@ -25,6 +25,7 @@ log = logging.getLogger("zdd.swap")
 
 ENGINE_SETTLE = 1.0  # seconds: see the health gate
 DRAIN_POLL = 0.05  # seconds between reads of Caddy's in-flight counter
+RELEASE_POLL = 0.2  # seconds between checks whether the release command ended
 OUTPUT_LINES = 200  # of a container removed without going live, kept for `zdd logs --failed`
 DRAIN_QUIET_READS = 2  # zero readings in a row: a request Caddy accepted a moment ago is counted by then
 
@@ -49,6 +50,9 @@ class Runtime(Protocol):
     def stop(self, container_id: str, timeout: float) -> None: ...
     def remove(self, container_id: str) -> None: ...
     def output(self, container_id: str, lines: int) -> str: ...
+    def run_release(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> tuple[str, str, bool]: ...
+    def exit_code(self, container_id: str) -> int | None: ...
+    def release_containers(self, app: AppConfig) -> list[tuple[str, str, str]]: ...
 
 
 class Router(Protocol):
@@ -120,6 +124,20 @@ class Swap:
             self.journal.enter(app.name, "")
             return Outcome(current, changed=False)
 
+        try:
+            self._release(app, image_id, ref, deploy_id, what)
+            outcome = self._start_and_switch(app, image_id, ref, current, deploy_id, what)
+        except TemporaryError:
+            raise  # tried again once it answers: the release container tells the retry the command ran
+        except BaseException:
+            self._forget_release(app, deploy_id, what)
+            raise
+        self._forget_release(app, deploy_id, what)
+        return outcome
+
+    def _start_and_switch(
+        self, app: AppConfig, image_id: str, ref: ImageRef, current: Running | None, deploy_id: str, what: str
+    ) -> Outcome:
         self.journal.enter(app.name, "starting", deploy=deploy_id, reference=str(ref), image=image_id)
         self.status(f"{what}: starting")
         container = self.runtime.start(app, image_id, ref, deploy_id)
@@ -267,6 +285,62 @@ class Swap:
         started = self.clock.monotonic()
         self.runtime.pull(ref, self.tick, app.pull_stall_timeout)
         log.info("%s: pulled %s in %.1fs", what, ref, self.clock.monotonic() - started)
+
+    def _release(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str, what: str) -> None:
+        """The release command, once per deploy, in a one-off container of the new image; the old version
+        serves throughout. Its container stays until the deploy ends (the runner removes it): an agent
+        that dies meanwhile finds it when the deploy is retried, and neither skips nor repeats the run."""
+        if not app.release_command:
+            return
+        self.journal.enter(app.name, "releasing", deploy=deploy_id, reference=str(ref), image=image_id)
+        self.status(f"{what}: release command")
+        started = self.clock.monotonic()
+        container_id, name, found = self.runtime.run_release(app, image_id, ref, deploy_id)
+        if found:
+            log.warning("%s: the release command already ran or runs in %s (zdd restarted): not run again", what, name)
+        else:
+            log.info("%s: running the release command in %s: %s", what, name, " ".join(app.release_command))
+        while (code := self.runtime.exit_code(container_id)) is None:
+            if self.stopping():
+                raise TemporaryError(
+                    f"{what}: zdd is stopping; the release command runs on in {name}, and the deploy "
+                    "resumes after the restart without running it again"
+                )
+            if self.clock.monotonic() - started > app.release_timeout:
+                self.runtime.stop(container_id, 0)
+                self._keep_output(app, container_id, name, f"{what}: release command timed out")
+                raise PermanentError(
+                    f"{what}: release command did not finish within {human_duration(app.release_timeout)} "
+                    f"(release_timeout) and was killed; last output: {self._last_lines(container_id)}"
+                )
+            self.tick()
+            self.clock.sleep(RELEASE_POLL)
+        if code != 0:
+            self._keep_output(app, container_id, name, f"{what}: release command exited with code {code}")
+            raise PermanentError(
+                f"{what}: release command exited with code {code}; last output: {self._last_lines(container_id)}"
+            )
+        log.info("%s: release command finished in %.1fs", what, self.clock.monotonic() - started)
+
+    def _forget_release(self, app: AppConfig, deploy_id: str, what: str) -> None:
+        """The deploy ended (live, or failed for good): its release container has told what it had to."""
+        if not app.release_command:
+            return
+        try:
+            for container_id, name, deploy in self.runtime.release_containers(app):
+                if deploy == deploy_id:
+                    self.runtime.remove(container_id)
+                    log.debug("%s: removed %s", what, name)
+        except ZddError as err:
+            log.warning("%s: the release container stays for now (%s); the converger removes it", what, err)
+
+    def _last_lines(self, container_id: str) -> str:
+        try:
+            lines = self.runtime.output(container_id, 3).strip().splitlines()
+        except ZddError as err:
+            return f"(unreadable: {err})"
+        # Docker's timestamp leads each line; the journal has its own.
+        return " | ".join(line.partition(" ")[2] or line for line in lines) or "(none)"
 
     def _health_gate(self, app: AppConfig, new: Container, what: str) -> None:
         started = self.clock.monotonic()

@@ -44,6 +44,8 @@ class FakeRuntime:
     started: list[Container] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     found: list[Found] = field(default_factory=list)  # what containers() reports (the converger's view)
+    release_exits: list[int | None] = field(default_factory=list)  # exit_code() answers in order, then 0
+    releases: dict[str, str] = field(default_factory=dict)  # deploy id -> its release container, while it exists
     _checks: int = 0
 
     def has_image(self, ref: ImageRef) -> bool:
@@ -86,10 +88,23 @@ class FakeRuntime:
     def stop(self, container_id: str, timeout: float) -> None:
         self.log.append(f"stop {container_id} timeout={timeout:g}")
 
+    def run_release(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> tuple[str, str, bool]:
+        found = deploy_id in self.releases
+        self.releases.setdefault(deploy_id, f"r-{deploy_id}")
+        self.log.append(f"release {ref.version}: {'found' if found else 'run'} r-{deploy_id}")
+        return self.releases[deploy_id], f"zdd-{app.name}-{deploy_id}-release", found
+
+    def exit_code(self, container_id: str) -> int | None:
+        return self.release_exits.pop(0) if self.release_exits else 0
+
+    def release_containers(self, app: AppConfig) -> list[tuple[str, str, str]]:
+        return [(cid, f"zdd-{app.name}-{deploy}-release", deploy) for deploy, cid in self.releases.items()]
+
     def output(self, container_id: str, lines: int) -> str:
         return f"output of {container_id}\n"
 
     def remove(self, container_id: str) -> None:
+        self.releases = {deploy: cid for deploy, cid in self.releases.items() if cid != container_id}
         self.removed.append(container_id)
         self.found = [f for f in self.found if f.id != container_id]
         self.log.append(f"remove {container_id}")

@@ -111,6 +111,10 @@ def test_durations_and_optional_keys():
         ({"cpus": "2"}, "apps.web.cpus: expected a number of CPUs above 0"),
         ({"cpus": True}, "apps.web.cpus: expected a number of CPUs above 0"),
         ({"pids_limit": 0}, "apps.web.pids_limit: must be at least 1, got 0"),
+        ({"release_command": []}, "apps.web.release_command: expected a command: a list like"),
+        ({"release_command": "  "}, "apps.web.release_command: expected a command"),
+        ({"release_command": ["a", 1]}, "apps.web.release_command: expected a command"),
+        ({"release_timeout": "forever"}, "apps.web.release_timeout: expected a duration like"),
     ],
 )
 def test_app_problems_name_their_key(keys, problem):
@@ -144,6 +148,13 @@ def test_app_problems_name_their_key(keys, problem):
             {"memory": 512 * 1024**2, "cpus": 1.5, "pids_limit": 200},
         ),
         ({"memory": 64_000_000, "cpus": 2}, {"memory": 64_000_000, "cpus": 2.0}),
+        ({}, {"release_command": (), "release_timeout": 300.0}),
+        ({"release_command": ["bin/rails", "db:migrate"]}, {"release_command": ("bin/rails", "db:migrate")}),
+        (
+            {"release_command": "rake db:migrate && rake assets:upload"},
+            {"release_command": ("/bin/sh", "-c", "rake db:migrate && rake assets:upload")},
+        ),
+        ({"release_timeout": "10m"}, {"release_timeout": 600.0}),
     ],
 )
 def test_health_networks_and_limits(keys, expected):

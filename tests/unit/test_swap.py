@@ -1,5 +1,6 @@
 """The swap's order of steps and every failure path, over in-memory fakes."""
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -338,3 +339,46 @@ def test_no_going_back_to_an_old_container_that_died_too(world):
     outcome = world["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
     assert outcome.changed and world["router"].routes[-1] == ["10.0.0.2:8080"]  # v2 stays routed
     assert world["log"][-2:] == ["stop c1 timeout=7", "remove c1"] and "c2" not in world["runtime"].removed
+
+
+MIGRATES = replace(APP, release_command=("bin/rails", "db:migrate"), release_timeout=10.0)
+
+
+def test_the_release_command_runs_once_before_the_new_version_starts_and_its_container_goes_after(world):
+    world["runtime"].release_exits = [None, None, 0]  # runs for two polls, then exits 0
+    world["swap"].deploy(MIGRATES, ref("v2"), V1, "d1")
+    log = world["log"]
+    assert log.index("phase releasing") < log.index("release v2: run r-d1") < log.index("phase starting")
+    assert log.index("start v2 as c2") < log.index("remove r-d1")  # kept until the deploy ended
+    assert world["runtime"].releases == {}
+
+
+@pytest.mark.parametrize(
+    ("exits", "message"),
+    [
+        ([3], "web: v1 -> v2: release command exited with code 3; last output: "),
+        ([None] * 1000, "web: v1 -> v2: release command did not finish within 10s (release_timeout) and was killed"),
+    ],
+    ids=["fails", "times out"],
+)
+def test_a_failed_or_hung_release_fails_the_deploy_and_starts_nothing(world, exits, message):
+    world["runtime"].release_exits = exits
+    with pytest.raises(PermanentError, match=re.escape(message)):
+        world["swap"].deploy(MIGRATES, ref("v2"), V1, "d1")
+    assert world["runtime"].started == [] and not any(e.startswith("route") for e in world["log"])
+    assert world["runtime"].releases == {}  # removed: the deploy ended
+    assert "release command" in world["journal"].kept_output and "output of r-d1" in world["journal"].kept_output
+
+
+def test_a_release_that_ran_before_a_restart_is_not_run_again(world):
+    world["runtime"].releases = {"d1": "r-d1"}  # the retried deploy finds its release container
+    world["swap"].deploy(MIGRATES, ref("v2"), V1, "d1")
+    assert "release v2: found r-d1" in world["log"] and "start v2 as c2" in world["log"]
+
+
+def test_a_stop_during_the_release_leaves_it_running_for_the_retry(world):
+    world["runtime"].release_exits = [None] * 1000
+    world["swap"].stopping = lambda: True
+    with pytest.raises(TemporaryError, match="zdd is stopping; the release command runs on in zdd-web-d1-release"):
+        world["swap"].deploy(MIGRATES, ref("v2"), V1, "d1")
+    assert world["runtime"].releases == {"d1": "r-d1"} and world["runtime"].started == []
