@@ -97,17 +97,19 @@ def test_only_root_and_the_deployers_group_may_queue_and_the_requester_is_record
     group, member, outsider = deployers
     # The state dir as the package makes it: 0750, group of the deployers (tmp_path itself is root-only).
     state = Path(f"/var/tmp/zdd-it-{os.getpid()}-{time.monotonic_ns()}")
+    config_dir = state.with_name(f"{state.name}-etc")
     state.mkdir(mode=0o750)
     try:
         os.chown(state, 0, grp.getgrnam(group).gr_gid)
         os.chmod(state, 0o750)
         stack.state_dir = stack.agent.state_dir = state
         stack.caddy.caddyfile.write_text(stack.caddy.caddyfile.read_text().replace(str(tmp_path / "state"), str(state)))
+        # The config where the users can read it, as /etc/zdd/zdd.toml is. Not under tmp_path: pytest keeps
+        # /tmp/pytest-of-root at 0700, and resets it so whenever another pytest session starts.
+        config_dir.mkdir(mode=0o755)
+        stack.config_path = stack.agent.config = stack.agent.resolver.config = config_dir / "zdd.toml"
         stack.configure()
         stack.config_path.chmod(0o644)
-        for parent in (tmp_path, *tmp_path.parents):
-            if parent != Path("/"):
-                parent.chmod(parent.stat().st_mode | 0o001)  # let the users reach the config file
         stack.start()
         queue = state / "queue"
         assert oct(queue.stat().st_mode & 0o777) == "0o660" and queue.stat().st_gid == grp.getgrnam(group).gr_gid
@@ -146,6 +148,7 @@ def test_only_root_and_the_deployers_group_may_queue_and_the_requester_is_record
     finally:
         stack.agent.close()
         shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(config_dir, ignore_errors=True)
         shutil.rmtree(stack.snippet.parent, ignore_errors=True)
         shutil.rmtree(f"/var/tmp/zdd-it-pkg-{os.getpid()}", ignore_errors=True)
 
