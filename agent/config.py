@@ -87,6 +87,17 @@ class CaddyConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """Where deploy results are told: a hook command and/or a webhook; either may be unset."""
+
+    command: tuple[str, ...] = ()  # run with ZDD_APP, ZDD_FROM, ZDD_TO, ZDD_RESULT, ZDD_REASON, ZDD_DEPLOY_ID
+    command_timeout: float = 10.0
+    webhook: str = ""  # gets a JSON body by POST; retried with backoff on a failure
+    webhook_timeout: float = 5.0
+    webhook_attempts: int = 4
+
+
+@dataclass(frozen=True)
 class Config:
     state_dir: Path = Path("/var/lib/zdd")
     network: str = "zdd"
@@ -95,6 +106,9 @@ class Config:
     # Logins for private registries, in Docker's config.json format; none needed if the file is absent.
     registry_auth: Path = DEFAULT_REGISTRY_AUTH
     caddy: CaddyConfig = CaddyConfig()
+    notify: NotifyConfig = NotifyConfig()
+    # node_exporter's textfile collector reads this file (Prometheus text format), rewritten atomically.
+    metrics_textfile: Path | None = None
     apps: Mapping[str, AppConfig] = field(default_factory=dict)
     source: Path | None = None
     state_dir_override: str | None = None  # --state-dir / ZDD_STATE_DIR: a reload of the file keeps it
@@ -244,6 +258,20 @@ def _command(value: object) -> tuple[str, ...]:
     raise ValueError('expected a command: a list like ["bin/rails", "db:migrate"] or a shell string')
 
 
+def _webhook_url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} must be an http:// or https:// URL")
+    return value
+
+
+def _prom_file(value: str) -> str:
+    path = _absolute_path(value)
+    if path.suffix != ".prom":
+        raise ValueError(f"{value!r}: node_exporter's textfile collector reads only files named *.prom")
+    return value
+
+
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses a smaller --memory
 
 
@@ -387,6 +415,8 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     reconcile_interval = top.duration("reconcile_interval", Config.reconcile_interval)
     registry_auth = top.get("registry_auth", str, DEFAULT_REGISTRY_AUTH, _absolute_path)
     caddy_table = top.get("caddy", dict, {})
+    notify_table = top.get("notify", dict, {})
+    metrics_textfile = top.get("metrics_textfile", str, None, _prom_file)
     apps_table = top.get("apps", dict, {})
     top.unknown()
 
@@ -399,6 +429,16 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         command=c.get("command", str, CaddyConfig.command, _non_empty),
     )
     c.unknown()
+
+    n = _Reader(notify_table, "notify.", problems)
+    notify = NotifyConfig(
+        command=n.get("command", object, (), _command),
+        command_timeout=n.duration("command_timeout", NotifyConfig.command_timeout),
+        webhook=n.get("webhook", str, "", _webhook_url),
+        webhook_timeout=n.duration("webhook_timeout", NotifyConfig.webhook_timeout),
+        webhook_attempts=n.get("webhook_attempts", int, NotifyConfig.webhook_attempts, _positive),
+    )
+    n.unknown()
 
     apps: dict[str, AppConfig] = {}
     for name, table in apps_table.items():
@@ -419,6 +459,8 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         reconcile_interval=max(reconcile_interval, 1.0),
         registry_auth=Path(registry_auth),
         caddy=caddy,
+        notify=notify,
+        metrics_textfile=Path(metrics_textfile) if metrics_textfile else None,
         apps=apps,
         source=source,
     )

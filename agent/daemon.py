@@ -9,6 +9,7 @@ import logging
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .caddy import CaddyRouter, snippet_fixed_address, snippet_instance
@@ -25,6 +26,7 @@ from .ledger import Ledger, Result
 from .lock import SnippetDirLock, StateLock
 from .prune import prune_app
 from .queue import QueueFile, QueueWatcher, RequestDrop
+from .reporting import Reporting
 from .routes import RouteFile, RouteTable
 from .runner import DeployRunner
 from .state import State, StateStore
@@ -39,13 +41,20 @@ log = logging.getLogger("zdd.agent")
 class StateJournal:
     """swap.Journal over the state file: the phase is on disk before the step it names begins."""
 
-    def __init__(self, store: StateStore, state: State, failed_output: FailedOutput):
-        self.store, self.state, self.failed_output = store, state, failed_output
+    def __init__(
+        self,
+        store: StateStore,
+        state: State,
+        failed_output: FailedOutput,
+        on_phase: Callable[[str, str], None] = lambda app, phase: None,
+    ):
+        self.store, self.state, self.failed_output, self.on_phase = store, state, failed_output, on_phase
 
     def enter(self, app: str, phase: str, **data: str) -> None:
         app_state = self.state.app(app)
         app_state.phase, app_state.phase_data = phase, dict(data)
         self.store.save(self.state)
+        self.on_phase(app, phase)
 
     def keep_output(self, app: str, text: str) -> None:
         self.failed_output.keep(app, text)
@@ -88,6 +97,7 @@ class Agent:
         self.heartbeat = Heartbeat(self.notifier)
         self.ticking = Ticking(self.tick, stopping=lambda: self.stop_requested)
         self.ledger = Ledger(self.state)
+        self.reporting = Reporting(config, self.state)
         self.queue = QueueFile(config.queue_path)
         self.queue.restore(self.state.queue_offsets)
         self.drop = RequestDrop(config.requests_dir)
@@ -103,6 +113,7 @@ class Agent:
     def _build(self, config: Config) -> None:
         """The adapters that depend on the config: rebuilt by a reload."""
         self.config = config
+        self.reporting.configure(config)
         self.docker = DockerRuntime(config.docker_host, config.network, self.state.instance, config.registry_auth)
         self.runtime = TickingRuntime(self.docker, self.ticking)
         self.router = CaddyRouter(config, self.state.instance)
@@ -111,7 +122,7 @@ class Agent:
             self.router,
             TickingProber(HttpProber(), self.ticking),
             SystemClock(),
-            StateJournal(self.store, self.state, FailedOutput(config.state_dir)),
+            StateJournal(self.store, self.state, FailedOutput(config.state_dir), self.reporting.phase),
             status=self.notifier.status,
             tick=self.tick,
             stopping=lambda: self.stop_requested,
@@ -238,8 +249,11 @@ class Agent:
                 log.error("queue: %s; will retry", err)
             self.notifier.ready(self.idle_status())
             log.log(NOTICE, "zdd agent ready: %s", self.idle_status())
+            self.reporting.publish(self.ledger.take_ended())
+            self.reporting.write_metrics(up=True)
             self.loop()
         finally:
+            self.reporting.stop()
             watcher.stop()
             snippet_lock.release()
             state_lock.release()
@@ -272,6 +286,7 @@ class Agent:
                 log.error("%s; will retry", err)
             except Exception:  # a bug must not kill the agent (systemd would restart it in a loop)
                 log.exception("internal error in the main loop; will retry")
+            self.reporting.publish(self.ledger.take_ended())  # after the save: a hook reading the state sees it
             if self.converged:
                 self.notifier.status(self.idle_status())
         self.tick()  # announces STOPPING=1 if the signal came while idle

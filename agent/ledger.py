@@ -40,6 +40,11 @@ def new_deploy_id(now: float) -> str:
 class Ledger:
     def __init__(self, state: State, clock: Callable[[], float] = time.time):
         self.state, self.clock = state, clock
+        self.ended: list[HistoryEntry] = []  # ended since take_ended(): for notifications and metrics
+
+    def take_ended(self) -> list[HistoryEntry]:
+        ended, self.ended = self.ended, []
+        return ended
 
     def record(self, app: str, tag: str, reference: str, requested_at: float, requested_by: int) -> HistoryEntry:
         entry = HistoryEntry(
@@ -111,3 +116,4 @@ class Ledger:
 
     def _end(self, entry: HistoryEntry, result: Result, reason: str) -> None:
         entry.result, entry.reason, entry.ended_at = result, reason, self.clock()
+        self.ended.append(entry)

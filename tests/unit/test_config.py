@@ -193,6 +193,15 @@ def test_which_answers_are_healthy(statuses, status, healthy):
         (lambda d: d["apps"].update({"web-": {"image": "x", "port": 1}}), "apps.web-: app names are lowercase"),
         (lambda d: d["caddy"].update(resolver="localhost:5354"), "caddy.resolver: 'localhost:5354' must be IP:PORT"),
         (lambda d: d["caddy"].update(resolver="10.0.0.1:53"), "caddy.resolver: '10.0.0.1:53' is not on loopback"),
+        (
+            lambda d: d.update(notify={"webhook": "hooks.example.com/x"}),
+            "notify.webhook: 'hooks.example.com/x' must be",
+        ),
+        (lambda d: d.update(notify={"command": []}), "notify.command: expected a command"),
+        (lambda d: d.update(notify={"colour": 1}), "notify.colour: unknown key"),
+        (lambda d: d.update(notify={"webhook_attempts": 0}), "notify.webhook_attempts: must be at least 1"),
+        (lambda d: d.update(metrics_textfile="/var/lib/node-exporter/zdd.txt"), "only files named *.prom"),
+        (lambda d: d.update(registry_auth="auth.json"), "registry_auth: 'auth.json' must be an absolute path"),
     ],
 )
 def test_config_problems(change, problem):
@@ -208,6 +217,20 @@ def test_loopback_and_unix_admin_addresses_are_accepted(admin):
     data = tomllib.loads(MINIMAL)
     data["caddy"]["admin"] = admin
     assert parse_config(data).caddy.admin == admin
+
+
+def test_notify_and_metrics():
+    data = tomllib.loads(MINIMAL)
+    data["notify"] = {"command": "/usr/local/bin/tell-team", "webhook": "https://hooks.example.com/T0/B1"}
+    data["metrics_textfile"] = "/var/lib/prometheus/node-exporter/zdd.prom"
+    config = parse_config(data)
+    assert config.notify.command == ("/bin/sh", "-c", "/usr/local/bin/tell-team")
+    assert (config.notify.webhook, config.notify.webhook_timeout, config.notify.webhook_attempts) == (
+        "https://hooks.example.com/T0/B1",
+        5.0,
+        4,
+    )
+    assert config.metrics_textfile == Path("/var/lib/prometheus/node-exporter/zdd.prom")
 
 
 def test_no_app_is_valid_so_a_fresh_install_idles():
