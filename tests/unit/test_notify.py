@@ -1,40 +1,18 @@
 """Notifications against real receivers on this machine: a hook script, a webhook server on loopback."""
 
-import http.server
-import json
-import threading
-
 import pytest
 
+from tests.support.webhook import WebhookReceiver
 from zdd.config import NotifyConfig
 from zdd.notify import Event, Notifications, post_webhook, run_hook
 
 EVENT = Event(app="web", result="failed", to="v42", deploy_id="d1", previous="v41", reason="HTTP 500", host="srv1")
 
 
-class Receiver(http.server.BaseHTTPRequestHandler):
-    """Answers with the statuses queued in `answers` (then 204) and keeps each body."""
-
-    answers: list[int] = []
-    bodies: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        self.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(self.answers.pop(0) if self.answers else 204)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
-def webhook():
-    Receiver.answers, Receiver.bodies = [], []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-token"
-    server.shutdown()
+def receiver():
+    with WebhookReceiver() as running:
+        yield running
 
 
 def test_the_hook_gets_the_result_in_its_environment(tmp_path):
@@ -64,12 +42,12 @@ def test_a_failing_hook_says_why(hook, failure):
     assert run_hook(hook, EVENT, timeout=0.5) == failure
 
 
-def test_the_webhook_is_retried_with_backoff_until_it_answers(webhook):
-    Receiver.answers = [500, 503]
+def test_the_webhook_is_retried_with_backoff_until_it_answers(receiver):
+    receiver.answers = [500, 503]
     waits: list[float] = []
-    assert post_webhook(webhook, EVENT.body(), timeout=2, attempts=4, sleep=waits.append) is None
-    assert waits == [1.0, 2.0] and len(Receiver.bodies) == 3
-    assert Receiver.bodies[-1] == {
+    assert post_webhook(receiver.url, EVENT.body(), timeout=2, attempts=4, sleep=waits.append) is None
+    assert waits == [1.0, 2.0] and len(receiver.bodies) == 3
+    assert receiver.bodies[-1] == {
         "app": "web",
         "from": "v41",
         "to": "v42",
@@ -81,22 +59,20 @@ def test_the_webhook_is_retried_with_backoff_until_it_answers(webhook):
     }
 
 
-def test_a_refusal_is_not_retried_and_an_absent_receiver_is_given_up(webhook):
-    Receiver.answers = [404]
-    assert (
-        post_webhook(webhook, EVENT.body(), timeout=2, attempts=4, sleep=lambda s: None)
-        == "HTTP 404 after 1 attempt(s)"
-    )
-    closed = webhook.rsplit(":", 1)[0] + ":1/"
+def test_a_refusal_is_not_retried_and_an_absent_receiver_is_given_up(receiver):
+    receiver.answers = [404]
+    refused = post_webhook(receiver.url, EVENT.body(), timeout=2, attempts=4, sleep=lambda s: None)
+    assert refused == "HTTP 404 after 1 attempt(s)"
+    closed = receiver.url.rsplit(":", 1)[0] + ":1/"
     failure = post_webhook(closed, EVENT.body(), timeout=2, attempts=3, sleep=lambda s: None)
     assert failure.endswith("after 3 attempt(s)") and "refused" in failure.lower()
 
 
-def test_deliveries_run_in_order_off_the_callers_thread_and_flush_waits_for_them(webhook, tmp_path, caplog):
-    notifications = Notifications(NotifyConfig(command=("/bin/sh", "-c", "exit 1"), webhook=webhook), "srv1")
+def test_deliveries_run_in_order_off_the_callers_thread_and_flush_waits_for_them(receiver, caplog):
+    notifications = Notifications(NotifyConfig(command=("/bin/sh", "-c", "exit 1"), webhook=receiver.url), "srv1")
     for n in range(3):
         notifications.send(Event(app="web", result="succeeded", to=f"v{n}", host="srv1"))
     notifications.flush()
-    assert [body["to"] for body in Receiver.bodies] == ["v0", "v1", "v2"]
+    assert [body["to"] for body in receiver.bodies] == ["v0", "v1", "v2"]
     assert "notify: web: (none) -> v0 succeeded: hook /bin/sh exited with code 1" in caplog.text
     assert "secret-token" not in caplog.text
