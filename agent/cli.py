@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __version__, app_logs
 from .caddy import CaddyRouter
 from .check import check_docker, check_host, check_registry_auth
-from .config import Config, config_path, load_config
+from .config import Config, NotifyConfig, config_path, load_config, parse_config
 from .errors import ConfigError, RequestError, TemporaryError, ZddError
 from .host import reload_safety_problem
 from .ledger import TERMINAL, Ledger
@@ -272,6 +272,37 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return app_logs.cmd_logs(args, _load(args))
 
 
+def _notify_leniently(path: Path) -> NotifyConfig:
+    """The [notify] table alone: the agent may have failed on a mistake elsewhere in the same file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read [notify]: {err}") from None
+    try:
+        return parse_config({"notify": data.get("notify", {})}).notify
+    except ConfigError as err:
+        raise ConfigError([f"{path}: {problem}" for problem in err.problems]) from None
+
+
+def cmd_notify_failure(args: argparse.Namespace) -> int:
+    """What zdd-failure@.service runs once systemd gave up on the agent: the [notify] receivers are told."""
+    import socket
+
+    from .notify import Event, Notifications
+
+    setup_logging(False)
+    notify = _notify_leniently(config_path(args.config))
+    host = socket.gethostname()
+    event = Event(
+        app="", result="agent-failed", to="", reason=f"{args.unit} failed; journalctl -u {args.unit}", host=host
+    )
+    notifications = Notifications(notify, host)
+    if not notifications.enabled:
+        print(f"zdd notify-failure: {args.unit} failed; no [notify] receiver configured", file=sys.stderr)
+        return EXIT_OK
+    return EXIT_OK if notifications.deliver(event) else EXIT_FAILED
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Queue the previous version of the app; it goes through the same zero-downtime path."""
     config = _load(args)
@@ -329,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     detach.set_defaults(func=cmd_detach)
 
     app_logs.add_parser(sub).set_defaults(func=cmd_logs)
+
+    failure = sub.add_parser("notify-failure", help="tell [notify] that a unit failed (zdd-failure@.service)")
+    failure.add_argument("unit", help="the unit that failed, e.g. zdd.service")
+    failure.set_defaults(func=cmd_notify_failure)
 
     check = sub.add_parser("check", help="validate the config and the Caddy setup")
     check.add_argument("--offline", action="store_true", help="check the file only, not Caddy")

@@ -48,7 +48,10 @@ class Event:
     def body(self) -> bytes:
         """The webhook's JSON, with a one-line `text` chat receivers show as it is."""
         change = f"{self.previous} -> {self.to}" if self.previous else self.to
-        text = f"{self.host}: {self.app}: {change}: {self.result}" + (f" ({self.reason})" if self.reason else "")
+        if self.app:
+            text = f"{self.host}: {self.app}: {change}: {self.result}" + (f" ({self.reason})" if self.reason else "")
+        else:  # about zdd itself (agent-failed)
+            text = f"{self.host}: zdd: {self.result}: {self.reason}"
         fields = {
             "app": self.app,
             "from": self.previous,
@@ -138,19 +141,26 @@ class Notifications:
             log.warning("notify: %d notification(s) not delivered before zdd stopped", self._queue.qsize())
         self._worker = None
 
-    def deliver(self, event: Event) -> None:
-        """Both receivers, one after the other; each failure logged with the app, versions and result."""
+    def deliver(self, event: Event) -> bool:
+        """Both receivers, one after the other; each failure logged with the app, versions and result.
+        True if every configured receiver took it."""
         what = f"notify: {event.app}: {event.previous or '(none)'} -> {event.to} {event.result}"
+        if not event.app:
+            what = f"notify: zdd {event.result}"
+        delivered = True
         if self.config.command:
             failure = run_hook(self.config.command, event, self.config.command_timeout)
             if failure:
                 log.warning("%s: hook %s %s", what, self.config.command[0], failure)
+                delivered = False
         if self.config.webhook:
             failure = post_webhook(
                 self.config.webhook, event.body(), self.config.webhook_timeout, self.config.webhook_attempts
             )
             if failure:
                 log.warning("%s: webhook %s failed: %s", what, _without_secret(self.config.webhook), failure)
+                delivered = False
+        return delivered
 
     def _deliver_all(self) -> None:
         while (event := self._queue.get()) is not None:

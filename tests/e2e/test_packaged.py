@@ -18,6 +18,7 @@ from tests.support.agent_process import remove_app_containers
 from tests.support.load import LoadClient
 from tests.support.machine import Machine
 from tests.support.net import http_get
+from tests.support.webhook import WebhookReceiver
 
 SITE_PORT, ADMIN_PORT = 18090, 2019  # Debian's `systemctl reload caddy` talks to the default admin address
 CADDYFILE = f"""{{
@@ -202,6 +203,26 @@ def test_zdd_dns_restarts_and_a_stopped_agent_drop_no_request(machine):
         time.sleep(1)
     assert load.failures == [], load.summary()
     assert machine.run("systemctl", "show", "-p", "NRestarts", "--value", "zdd-dns").stdout.strip() == "0"
+
+
+def test_an_agent_that_keeps_failing_is_given_up_and_notify_is_told_while_the_site_serves(machine):
+    # A config the agent refuses (one mistake, anywhere in the file): it exits 2 at every start, systemd
+    # gives up after StartLimitBurst, and OnFailure= starts zdd-failure@zdd.service, which tells [notify].
+    # This machine shares the host's network: the webhook on loopback is reachable (IPAddressAllow=localhost).
+    good = (machine.root / "etc/zdd/zdd.toml").read_text()
+    with WebhookReceiver() as receiver:
+        broken = good.replace("port = 8080", 'port = "8080"') + f'\n[notify]\nwebhook = "{receiver.url}"\n'
+        machine.write("/etc/zdd/zdd.toml", broken)
+        machine.run("systemctl", "restart", "zdd", check=False)
+        wait_until(lambda: receiver.bodies, 90, "the agent-failed notification")
+        assert machine.run("systemctl", "is-failed", "zdd", check=False).stdout.strip() == "failed"
+        assert get() == (200, "v2")  # Caddy and zdd dns serve on without the agent
+    (told,) = receiver.bodies
+    assert (told["result"], told["reason"]) == ("agent-failed", "zdd.service failed; journalctl -u zdd.service")
+    machine.write("/etc/zdd/zdd.toml", good)
+    machine.run("systemctl", "reset-failed", "zdd")
+    machine.run("systemctl", "start", "zdd")
+    assert "web: v2 since" in machine.run("zdd", "status", check=False).stdout
 
 
 def test_upgrade_keeps_config_and_state_and_never_interrupts_the_app(machine, deb):

@@ -76,3 +76,18 @@ def test_deliveries_run_in_order_off_the_callers_thread_and_flush_waits_for_them
     assert [body["to"] for body in receiver.bodies] == ["v0", "v1", "v2"]
     assert "notify: web: (none) -> v0 succeeded: hook /bin/sh exited with code 1" in caplog.text
     assert "secret-token" not in caplog.text
+
+
+def test_notify_failure_tells_the_webhook_that_the_agent_failed(receiver, tmp_path, monkeypatch):
+    from zdd import cli
+
+    monkeypatch.setattr(cli, "setup_logging", lambda verbose: None)
+    config = tmp_path / "zdd.toml"
+    # The agent failed on a mistake elsewhere in the file: the [notify] table is still read.
+    config.write_text(f'state_dir = "{tmp_path}/state"\n[apps.web]\nport = "x"\n[notify]\nwebhook = "{receiver.url}"\n')
+    assert cli.main(["--config", str(config), "notify-failure", "zdd.service"]) == 0
+    (body,) = receiver.bodies
+    assert (body["result"], body["reason"]) == ("agent-failed", "zdd.service failed; journalctl -u zdd.service")
+    assert body["text"].endswith(": zdd: agent-failed: zdd.service failed; journalctl -u zdd.service")
+    receiver.answers = [404]
+    assert cli.main(["--config", str(config), "notify-failure", "zdd.service"]) == 1
