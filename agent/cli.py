@@ -17,8 +17,9 @@ from .check import check_docker, check_host, check_registry_auth
 from .config import Config, NotifyConfig, config_path, load_config, parse_config
 from .errors import ConfigError, RequestError, TemporaryError, ZddError
 from .host import reload_safety_problem
-from .ledger import TERMINAL, Ledger
+from .ledger import TERMINAL, Ledger, Result
 from .lock import StateLock
+from .progress import Progress
 from .queue import QueueFile, RequestDrop
 from .reference import parse_request
 from .state import HistoryEntry, StateStore
@@ -175,21 +176,45 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _wait_for(config: Config, app: str, reference: str, since: float, timeout: float) -> int:
-    store = StateStore(config.state_dir)
+    store, progress = StateStore(config.state_dir), Progress(config.state_dir)
+    show = StepDisplay(sys.stderr)
     deadline = time.monotonic() + timeout
-    shown = ""
     while time.monotonic() < deadline:
         for entry in reversed(store.load().history):
             if entry.app == app and entry.reference == reference and entry.requested_at >= since:
-                if entry.result != shown:
-                    shown = entry.result
-                    print(f"{app}: {entry.tag}: {entry.result}", file=sys.stderr)
                 if entry.result in TERMINAL:
+                    show.done()
                     return _report(entry)
+                step = progress.read() if entry.result == Result.RUNNING else ""
+                # The agent's STATUS names the app first: another app's step is not this deploy's.
+                show.step(step if step.startswith(f"{app}: ") else f"{app}: {entry.tag}: {entry.result}")
                 break
         time.sleep(0.2)
+    show.done()
     print(f"zdd deploy: {app}: {reference} not finished within {timeout:g}s (is `zdd run` running?)", file=sys.stderr)
     return EXIT_TIMEOUT
+
+
+class StepDisplay:
+    """The deploy's steps as they happen: on a terminal one line rewritten in place, else a line each."""
+
+    def __init__(self, out):
+        self.out, self.tty, self.shown = out, out.isatty(), ""
+
+    def step(self, text: str) -> None:
+        if text == self.shown:
+            return
+        self.shown = text
+        if self.tty:
+            self.out.write(f"\r\x1b[K{text}")
+        else:
+            self.out.write(f"{text}\n")
+        self.out.flush()
+
+    def done(self) -> None:
+        if self.tty and self.shown:
+            self.out.write("\n")
+            self.out.flush()
 
 
 def _report(entry: HistoryEntry) -> int:

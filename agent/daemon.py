@@ -24,6 +24,7 @@ from .heartbeat import Heartbeat, idle_status, stop_bound
 from .intake import Intake
 from .ledger import Ledger, Result
 from .lock import SnippetDirLock, StateLock
+from .progress import Progress
 from .prune import prune_app
 from .queue import QueueFile, QueueWatcher, RequestDrop
 from .reporting import Reporting
@@ -98,6 +99,7 @@ class Agent:
         self.ticking = Ticking(self.tick, stopping=lambda: self.stop_requested)
         self.ledger = Ledger(self.state)
         self.reporting = Reporting(config, self.state)
+        self.progress = Progress(config.state_dir)
         self.queue = QueueFile(config.queue_path)
         self.queue.restore(self.state.queue_offsets)
         self.drop = RequestDrop(config.requests_dir)
@@ -123,7 +125,7 @@ class Agent:
             TickingProber(HttpProber(), self.ticking),
             SystemClock(),
             StateJournal(self.store, self.state, FailedOutput(config.state_dir), self.reporting.phase),
-            status=self.notifier.status,
+            status=self.deploy_status,
             tick=self.tick,
             stopping=lambda: self.stop_requested,
         )
@@ -132,6 +134,10 @@ class Agent:
 
     def save(self) -> None:
         self.store.save(self.state)
+
+    def deploy_status(self, text: str) -> None:
+        self.notifier.status(text)
+        self.progress.write(text)
 
     def tick(self) -> None:
         self.heartbeat.tick(self.stop_requested, self.deploying, self.idle_status)

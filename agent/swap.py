@@ -9,6 +9,7 @@ the small Protocols below, so the order of steps and every failure path can be t
 """
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -210,8 +211,12 @@ class Swap:
         # The epoch deadline is for the journal (a restart resumes it); in-process the monotonic clock
         # decides, so that an NTP step of the wall clock neither stretches nor skips the probation.
         deadline = started + (until - self.clock.time())
-        failed, url = 0, _probe_url(new.address, app)
+        failed, url, shown = 0, _probe_url(new.address, app), -1
         while self.clock.monotonic() < deadline:
+            left = math.ceil(deadline - self.clock.monotonic())
+            if left != shown:  # once a second: `zdd deploy --wait` shows the time left
+                shown = left
+                self.status(f"{what}: probation, {left}s left ({old.tag} kept ready)")
             if self.stopping():
                 log.info("%s: probation cut short: zdd is stopping; %s has served without fault", what, new.tag)
                 return
@@ -384,6 +389,7 @@ class Swap:
             # file must say so too before the new container goes away.
             self._restore_route(app, current)
             raise
+        self.status(f"{what}: switched to {new.address}")
         log.info(
             "%s: switched: Caddy sends every new request to %s within %s",
             what,

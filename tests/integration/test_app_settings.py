@@ -143,3 +143,19 @@ def test_zdd_logs_shows_the_live_container_follows_it_across_a_deploy_and_keeps_
     assert "web: v2 -> crash: never went live" in failed.stdout
     assert stack.deploy("v3").returncode == 0
     assert stack.agent.cli("logs", "--failed").returncode == 1  # kept until the next deploy
+
+
+@ONLY_DEBIAN_CADDY
+def test_deploy_wait_shows_the_steps_as_they_happen(stack):
+    stack.configure(probation="3s")
+    stack.start()
+    assert stack.deploy("v1").returncode == 0
+    result = stack.deploy("v2")  # not a terminal: a line per step
+    assert result.returncode == 0, result.stderr
+    steps = result.stderr.splitlines()
+    print("\n".join(steps))
+    assert "web: v1 -> v2: probation, 3s left (v1 kept ready)" in steps
+    assert "web: v1 -> v2: probation, 1s left (v1 kept ready)" in steps
+    first = {key: next(i for i, s in enumerate(steps) if key in s) for key in ("starting", "switched to", "probation")}
+    assert first["starting"] < first["switched to"] < first["probation"]
+    assert result.stdout.splitlines()[-1] == "web: v2 is live (succeeded)"

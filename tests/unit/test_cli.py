@@ -2,6 +2,7 @@
 
 The exit codes that need a running agent, Caddy and dockerd are in tests/integration/test_cli.py."""
 
+import io
 import os
 import stat
 
@@ -95,3 +96,33 @@ def test_docker_socket_errors_say_what_to_do(docker_error, expected):
     assert message.startswith(expected)
     if "permission" in expected:
         assert "must be in group docker" in message and "then restart zdd" in message
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("out", "expected"),
+    [
+        (io.StringIO(), "web: v2: queued\nweb: v1 -> v2: health 1/3\nweb: v1 -> v2: draining v1 (2 in flight)\n"),
+        (
+            Terminal(),
+            "\r\x1b[Kweb: v2: queued\r\x1b[Kweb: v1 -> v2: health 1/3"
+            "\r\x1b[Kweb: v1 -> v2: draining v1 (2 in flight)\n",
+        ),
+    ],
+    ids=["a line each when piped", "one line rewritten on a terminal"],
+)
+def test_deploy_wait_shows_each_step_once(out, expected):
+    show = cli.StepDisplay(out)
+    for step in (
+        "web: v2: queued",
+        "web: v1 -> v2: health 1/3",
+        "web: v1 -> v2: health 1/3",
+        "web: v1 -> v2: draining v1 (2 in flight)",
+    ):
+        show.step(step)
+    show.done()
+    assert out.getvalue() == expected
