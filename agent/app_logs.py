@@ -31,11 +31,11 @@ def parse_since(value: str | None, now: float) -> int | None:
     if not value:
         return None
     try:
-        return int(now - parse_duration(value))
+        return max(1, int(now - parse_duration(value)))  # Docker takes a positive time
     except ValueError:
         pass
     try:
-        return int(datetime.fromisoformat(value).timestamp())
+        return max(1, int(datetime.fromisoformat(value).timestamp()))
     except ValueError:
         raise RequestError(f"--since {value!r}: expected a duration like 10m or a time like 2026-11-29T07:00") from None
 
@@ -63,7 +63,7 @@ def cmd_logs(args: argparse.Namespace, config: Config) -> int:
     runtime = DockerRuntime(config.docker_host, config.network, instance="")
     store = StateStore(config.state_dir)
     since, tail = parse_since(args.since, time.time()), parse_tail(args.tail)
-    shown = ""
+    shown, ended = "", 0
     while True:
         current = store.load().app(app).current
         if current is None:
@@ -75,7 +75,7 @@ def cmd_logs(args: argparse.Namespace, config: Config) -> int:
             time.sleep(FOLLOW_POLL)  # its output ended (it stopped): wait for Docker to restart it or a new version
             if not runtime.is_running(shown):
                 continue
-            since, tail = int(time.time()), "all"
+            since, tail = ended, "all"  # Docker restarted it: what it wrote since the stream ended
         elif shown:
             print(f"# zdd: {app}: now {current.tag} ({current.container_name})", file=sys.stderr, flush=True)
             since, tail = None, "all"
@@ -85,6 +85,7 @@ def cmd_logs(args: argparse.Namespace, config: Config) -> int:
         ):
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
+        ended = int(time.time())
         if not args.follow:
             return 0
 

@@ -21,6 +21,7 @@ from .registry_auth import exposure, load_auths
 from .routes import DOMAIN
 
 CADDY_USER = "caddy"  # Debian's caddy.service runs as this user
+AGENT_USER = "zdd"  # the package's zdd.service runs as this user
 
 
 @dataclass(frozen=True)
@@ -147,16 +148,21 @@ def check_docker(config: Config, network_exists: Callable[[str], bool]) -> list[
 
 
 def check_registry_auth(config: Config) -> tuple[list[str], str | None]:
-    """The credentials file parses as Docker's config.json and only its owner may read it. Returns the
-    problems and, when this user may not read it (as it should be for a deployer), a warning saying so."""
+    """The credentials file parses as Docker's config.json, only its owner may read it, and that owner is
+    the user the packaged agent runs as. Returns the problems and a warning (who may not read it)."""
     path = config.registry_auth
     if not path.exists():
         return [], None
     problems = [f"registry_auth: {why}" for why in [exposure(path)] if why]
+    warning = None
+    agent, owner = user(AGENT_USER), path.stat().st_uid
+    if agent and owner != agent.uid:
+        # Root may read it for zdd check, but the packaged agent runs as user zdd: every pull would fail.
+        warning = f"registry_auth: {path} belongs to uid {owner}, not {AGENT_USER} (the agent): chown {AGENT_USER} FILE"
     if not os.access(path, os.R_OK):
         return problems, f"registry_auth: {path} not checked: only its owner may read it (run zdd check as root)"
     try:
         load_auths(path)
     except ConfigError as err:
         problems += [f"registry_auth: {problem}" for problem in err.problems]
-    return problems, None
+    return problems, warning

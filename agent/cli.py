@@ -318,9 +318,12 @@ def cmd_notify_failure(args: argparse.Namespace) -> int:
     setup_logging(False)
     notify = _notify_leniently(config_path(args.config))
     host = socket.gethostname()
-    event = Event(
-        app="", result="agent-failed", to="", reason=f"{args.unit} failed; journalctl -u {args.unit}", host=host
+    # systemd tells an OnFailure= unit how the unit ended (systemd.exec(5), "MONITOR_*").
+    how = ", ".join(
+        filter(None, (os.environ.get(f"MONITOR_{key}") for key in ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS")))
     )
+    reason = f"{args.unit} failed" + (f" ({how})" if how else "") + f"; journalctl -u {args.unit}"
+    event = Event(app="", result="agent-failed", to="", reason=reason, host=host)
     notifications = Notifications(notify, host)
     if not notifications.enabled:
         print(f"zdd notify-failure: {args.unit} failed; no [notify] receiver configured", file=sys.stderr)

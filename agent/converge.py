@@ -90,6 +90,10 @@ class Converger:
         command ran); once that deploy has ended, it goes."""
         pending = {e.deploy_id for e in self.state.history if e.app == app.name and e.result not in TERMINAL}
         for container_id, name, deploy in self.runtime.release_containers(app):
-            if deploy not in pending:
-                self.runtime.remove(container_id)
-                log.info("%s: removed release container %s (deploy %s has ended)", app.name, name, deploy)
+            if deploy in pending:
+                continue
+            if self.runtime.exit_code(container_id) is None:  # never kill a migration half-way
+                log.warning("%s: the release command of ended deploy %s still runs in %s", app.name, deploy, name)
+                continue
+            self.runtime.remove(container_id)
+            log.info("%s: removed release container %s (deploy %s has ended)", app.name, name, deploy)

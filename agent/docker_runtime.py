@@ -175,7 +175,7 @@ class DockerRuntime:
     # --- containers -----------------------------------------------------------------------------
     def ensure_network(self) -> None:
         try:
-            if not self.client.networks.list(names=[self.network]):
+            if not self.network_exists(self.network):
                 self.client.networks.create(self.network, driver="bridge", labels={"zdd.managed": "true"})
                 log.info("created Docker network %s", self.network)
         except docker.errors.APIError as err:
@@ -185,7 +185,8 @@ class DockerRuntime:
 
     def network_exists(self, name: str) -> bool:
         try:
-            return bool(self.client.networks.list(names=[name]))
+            # Docker's name filter matches part of a name ("db" finds "postgres_db"): compare exactly.
+            return any(network.name == name for network in self.client.networks.list(names=[name]))
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
 
@@ -251,20 +252,36 @@ class DockerRuntime:
         an agent that died started for this deploy (it ran or runs: never a second time). Returns its
         id, its name, and whether it was found rather than started."""
         name = f"zdd-{app.name}-{deploy_id}-release"
-        try:
-            earlier = self.client.containers.list(
-                all=True, filters={"label": [f"{LABEL_RELEASE}={deploy_id}", f"{LABEL_APP}={app.name}"]}
+        earlier = self._release_of(app, deploy_id)
+        if earlier is None:
+            labels = {**self._labels(app, ref, deploy_id), LABEL_RELEASE: deploy_id}
+            try:
+                container = self._create(app, image_id, name, labels, app.release_command)
+            except PermanentError:
+                # A create that an abandoned call (dockerd slow to answer) made after all: that one it is.
+                earlier = self._release_of(app, deploy_id)
+                if earlier is None:
+                    raise
+            else:
+                self._start_release(container)
+                return container.id, name, False
+        if earlier.attrs.get("Image") != image_id:
+            # The tag now names another image (pushed again, pull = "always"): that image's release never ran.
+            raise PermanentError(
+                f"the release command of deploy {deploy_id} ran in {earlier.name} for image "
+                f"{earlier.attrs.get('Image', '?')[:19]}, but {ref} is now {image_id[:19]}; deploy it again"
             )
+        if earlier.status == "created":  # the agent died between create and start
+            self._start_release(earlier)
+        return earlier.id, earlier.name, True
+
+    def _release_of(self, app: AppConfig, deploy_id: str) -> "docker.models.containers.Container | None":
+        filters = {"label": [f"{LABEL_RELEASE}={deploy_id}", f"{LABEL_APP}={app.name}"]}
+        try:
+            found = self.client.containers.list(all=True, filters=filters, ignore_removed=True)
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
-        if earlier:
-            if earlier[0].status == "created":  # the agent died between create and start
-                self._start_release(earlier[0])
-            return earlier[0].id, earlier[0].name, True
-        labels = {**self._labels(app, ref, deploy_id), LABEL_RELEASE: deploy_id}
-        container = self._create(app, image_id, name, labels, app.release_command)
-        self._start_release(container)
-        return container.id, name, False
+        return found[0] if found else None
 
     def _start_release(self, container: "docker.models.containers.Container") -> None:
         try:
@@ -397,15 +414,12 @@ class DockerRuntime:
         """Its stdout and stderr as Docker keeps them (`docker logs`); with `follow`, until it stops."""
         try:
             container = self.client.containers.get(container_id)
-            # No HTTP timeout while following: the stream may rightly stay silent for hours.
-            self.client.api.timeout = None if follow else API_TIMEOUT
+            # docker-py lifts the socket timeout of a log stream itself: a silent app is no error.
             yield from container.logs(stream=True, follow=follow, since=since, tail=tail, timestamps=timestamps)
         except docker.errors.NotFound:
             return
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
-        finally:
-            self.client.api.timeout = API_TIMEOUT
 
     def containers(self, app: AppConfig, instance: str | None = None) -> list[Found]:
         """Every container zdd started for `app`, running or not, found by its labels: this agent's

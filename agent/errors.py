@@ -21,5 +21,10 @@ class TemporaryError(ZddError):
     """Something zdd depends on is unavailable right now (dockerd, Caddy, the registry)."""
 
 
+class StopRequested(TemporaryError):
+    """zdd is stopping in the middle of a step it does not cut short (a release command runs on): the
+    deploy is queued again as it was, without counting as its one retry."""
+
+
 class PermanentError(ZddError):
     """The deploy cannot succeed as asked (the tag does not exist, the new version is unhealthy)."""

@@ -84,6 +84,10 @@ class Ledger:
         entry.image_id = entry.image_id or image_id  # its image is zdd's to prune later, like any other
         self._end(entry, Result.FAILED, reason)
 
+    def requeue(self, entry: HistoryEntry, reason: str) -> None:
+        """Back in the queue as it was: zdd stopped it on purpose, which is no attempt of its own."""
+        entry.result, entry.reason = Result.QUEUED, reason
+
     def retry_once(self, entry: HistoryEntry, reason: str) -> bool:
         """A deploy that never went live was cut short (crash, outage): queue it again, once."""
         if entry.attempts >= 1:

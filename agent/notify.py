@@ -2,6 +2,7 @@
 own, so that a slow or dead receiver never holds up the queue. A failure is logged, never the deploy's.
 """
 
+import http.client
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,8 +109,8 @@ def post_webhook(
             failure = f"HTTP {err.code}"
             if 400 <= err.code < 500 and err.code not in (408, 429):
                 break  # the receiver refuses this request: asking again would not change its answer
-        except (urllib.error.URLError, OSError) as err:
-            failure = str(getattr(err, "reason", err))
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
+            failure = str(getattr(err, "reason", err)) or type(err).__name__
     return f"{failure} after {attempt + 1} attempt(s)"
 
 
@@ -133,9 +135,13 @@ class Notifications:
         self._queue.put(event)
 
     def flush(self, timeout: float = FLUSH_TIMEOUT) -> None:
+        """Let the worker end after what is queued; wait for it up to `timeout` (0: do not wait)."""
         if self._worker is None:
             return
         self._queue.put(None)
+        if not timeout:
+            self._worker = None
+            return
         self._worker.join(timeout)
         if self._worker.is_alive():
             log.warning("notify: %d notification(s) not delivered before zdd stopped", self._queue.qsize())
@@ -171,6 +177,7 @@ class Notifications:
 
 
 def _without_secret(url: str) -> str:
-    """Chat webhooks carry their secret in the path: the log names only the host."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}/..."
+    """Webhooks carry their secret in the path, the query or a user:password@: the log names the host."""
+    parts = urllib.parse.urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}/..."

@@ -45,7 +45,7 @@ def registry_of(repository: str) -> str:
     like a host (has a dot or a port, or is localhost), else Docker Hub."""
     first, sep, _ = repository.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
-        return first
+        return _registry_key(first)  # as the file's keys are read: lowercase, Docker Hub's aliases as one
     return DOCKER_HUB
 
 
@@ -121,8 +121,8 @@ def refusal(message: str) -> str | None:
     lowered = message.lower()
     if "no basic auth credentials" in lowered or "unauthorized" in lowered or "authentication required" in lowered:
         return "HTTP 401 Unauthorized"
-    if "denied" in lowered:
-        return "HTTP 403 Forbidden"
+    if "denied" in lowered:  # Docker Hub says so for a repository that does not exist, too
+        return "access denied: a login this registry refuses, or no such repository"
     return None
 
 

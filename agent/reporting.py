@@ -28,7 +28,7 @@ class Reporting:
         self.config = config
         previous = getattr(self, "notifications", None)
         if previous:
-            previous.flush()
+            previous.flush(timeout=0)  # its worker delivers what it has, then ends; a reload never waits
         self.notifications = Notifications(config.notify, self.host)
 
     def phase(self, app: str, phase: str) -> None:

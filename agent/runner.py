@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import AppConfig
-from .errors import TemporaryError, ZddError
+from .errors import StopRequested, TemporaryError, ZddError
 from .ledger import Ledger
 from .logcontext import deploy_context
 from .reconcile import LEFT_TO_CONVERGE
@@ -86,6 +86,10 @@ class DeployRunner:
         until they answer), then: a deploy that had switched is finished, one that had not is tried once
         more."""
         phase = self.state.app(app.name).phase
+        if isinstance(err, StopRequested):
+            self.ledger.requeue(entry, str(err))
+            log.warning("%s: deploy %s: %s", what, entry.deploy_id, err)
+            return Ran(converge_first=True)
         if phase in LEFT_TO_CONVERGE:
             log.warning("%s: deploy %s: %s; it is live, the rest follows once that answers", what, entry.deploy_id, err)
             return Ran(converge_first=True)

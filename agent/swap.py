@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .config import AppConfig, HealthCheck
-from .errors import PermanentError, TemporaryError, ZddError
+from .errors import PermanentError, StopRequested, TemporaryError, ZddError
 from .reconcile import ROLLING_BACK
 from .reference import ImageRef
 from .state import Running
@@ -300,6 +300,7 @@ class Swap:
         self.journal.enter(app.name, "releasing", deploy=deploy_id, reference=str(ref), image=image_id)
         self.status(f"{what}: release command")
         started = self.clock.monotonic()
+        self._wait_for_other_releases(app, deploy_id, what, started)
         container_id, name, found = self.runtime.run_release(app, image_id, ref, deploy_id)
         if found:
             log.warning("%s: the release command already ran or runs in %s (zdd restarted): not run again", what, name)
@@ -307,7 +308,7 @@ class Swap:
             log.info("%s: running the release command in %s: %s", what, name, " ".join(app.release_command))
         while (code := self.runtime.exit_code(container_id)) is None:
             if self.stopping():
-                raise TemporaryError(
+                raise StopRequested(
                     f"{what}: zdd is stopping; the release command runs on in {name}, and the deploy "
                     "resumes after the restart without running it again"
                 )
@@ -320,12 +321,33 @@ class Swap:
                 )
             self.tick()
             self.clock.sleep(RELEASE_POLL)
+        if code == -1:
+            raise PermanentError(f"{what}: the release command's container {name} was removed before it ended")
         if code != 0:
             self._keep_output(app, container_id, name, f"{what}: release command exited with code {code}")
             raise PermanentError(
                 f"{what}: release command exited with code {code}; last output: {self._last_lines(container_id)}"
             )
         log.info("%s: release command finished in %.1fs", what, self.clock.monotonic() - started)
+
+    def _wait_for_other_releases(self, app: AppConfig, deploy_id: str, what: str, started: float) -> None:
+        """An earlier deploy's release command may still run (that deploy was superseded while zdd was
+        stopped): two migrations must never run at once, so this one waits for it to end."""
+        for container_id, name, deploy in self.runtime.release_containers(app):
+            if deploy == deploy_id:
+                continue
+            if self.runtime.exit_code(container_id) is None:
+                log.warning("%s: the release command of deploy %s still runs in %s; waiting for it", what, deploy, name)
+            while self.runtime.exit_code(container_id) is None:
+                if self.stopping():
+                    raise StopRequested(f"{what}: zdd is stopping while the release command in {name} runs")
+                if self.clock.monotonic() - started > app.release_timeout:
+                    raise PermanentError(
+                        f"{what}: the release command of deploy {deploy} in {name} still runs after "
+                        f"{human_duration(app.release_timeout)} (release_timeout); this deploy's was not started"
+                    )
+                self.tick()
+                self.clock.sleep(RELEASE_POLL)
 
     def _forget_release(self, app: AppConfig, deploy_id: str, what: str) -> None:
         """The deploy ended (live, or failed for good): its release container has told what it had to."""

@@ -133,3 +133,12 @@ def test_a_finish_caddy_refuses_is_retried_not_taken_for_a_roll_back(world):
     with pytest.raises(TemporaryError, match="finishing deploy d2: Caddy admin API"):
         world["c"].converge([APP])
     assert world["state"].app("web").phase == "draining"  # the journal stays for the next round
+
+
+def test_a_release_container_goes_once_its_deploy_ended_but_never_while_it_runs(world):
+    world["runtime"].releases = {"d0": "r-d0"}  # a superseded deploy's migration, still running
+    world["runtime"].release_exits = [None]
+    world["c"].converge([APP])
+    assert world["runtime"].releases == {"d0": "r-d0"}
+    world["c"].converge([APP])  # it has ended now (exit_code answers 0)
+    assert world["runtime"].releases == {} and "remove r-d0" in world["log"]

@@ -91,3 +91,17 @@ def test_notify_failure_tells_the_webhook_that_the_agent_failed(receiver, tmp_pa
     assert body["text"].endswith(": zdd: agent-failed: zdd.service failed; journalctl -u zdd.service")
     receiver.answers = [404]
     assert cli.main(["--config", str(config), "notify-failure", "zdd.service"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("https://hooks.example.com/T0/B1/secret", "https://hooks.example.com/..."),
+        ("https://bot:s3cret@hooks.example.com/x", "https://hooks.example.com/..."),
+        ("http://127.0.0.1:9000/x?token=abc", "http://127.0.0.1:9000/..."),
+    ],
+)
+def test_the_log_names_the_webhooks_host_not_its_secret(url, logged):
+    from zdd.notify import _without_secret
+
+    assert _without_secret(url) == logged

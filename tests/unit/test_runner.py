@@ -1,5 +1,7 @@
 """One request through the swap: how each way a deploy can end is recorded, and what is left to converge."""
 
+from dataclasses import replace
+
 import pytest
 
 from tests.support.fakes import FakeClock, FakeJournal, FakeProber, FakeRouter, FakeRuntime
@@ -90,3 +92,13 @@ def test_a_bug_after_the_switch_keeps_the_journal_for_the_converger(world):
     entry, ran = run_v2(world)
     assert ran.converge_first and entry.result == Result.RUNNING
     assert world["state"].app("web").phase == "stopping"
+
+
+def test_a_stop_during_the_release_queues_it_again_without_using_its_retry(world):
+    world["runtime"].release_exits = [None] * 100
+    world["runner"].swap.stopping = lambda: True
+    releasing = replace(APP, release_command=("migrate",))
+    entry = world["ledger"].record("web", "v2", "r/web:v2", 1.0, -1)
+    ran = world["runner"].run(releasing, world["ledger"].next_request("web"))
+    assert entry.result == Result.QUEUED and entry.attempts == 0 and ran.converge_first
+    assert "zdd is stopping; the release command runs on" in entry.reason

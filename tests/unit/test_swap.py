@@ -382,3 +382,10 @@ def test_a_stop_during_the_release_leaves_it_running_for_the_retry(world):
     with pytest.raises(TemporaryError, match="zdd is stopping; the release command runs on in zdd-web-d1-release"):
         world["swap"].deploy(MIGRATES, ref("v2"), V1, "d1")
     assert world["runtime"].releases == {"d1": "r-d1"} and world["runtime"].started == []
+
+
+def test_a_release_waits_while_an_earlier_deploys_release_still_runs(world):
+    world["runtime"].releases = {"d0": "r-d0"}
+    world["runtime"].release_exits = [None, None, None, 0]  # the check, then two polls, then it ended
+    world["swap"].deploy(MIGRATES, ref("v2"), V1, "d1")
+    assert "release v2: run r-d1" in world["log"] and world["clock"].sleeps.count(0.2) >= 2
