@@ -31,6 +31,7 @@ ADMIN_TIMEOUT = 10.0
 # How long Caddy keeps an answer of zdd dns before it asks again: the longest a switch takes to reach
 # every new request. Each app costs Caddy one lookup per period while it has traffic (a few µs).
 REFRESH = 0.5
+UPSTREAM_IDLE = 1.0  # Caddy's keep-alive to upstreams (Go's IdleConnTimeout); Caddy's default is 2 minutes
 SWITCH_MARGIN = 0.25  # on top of REFRESH: the lookup itself, and a request that had just picked the old one
 _IMPORT_RE = re.compile(r"^\s*import\s+(\S+)", re.MULTILINE)
 
@@ -47,6 +48,11 @@ def render_snippet(app: AppConfig, name: str | None, port: int, resolver: str) -
         f"\tdynamic a {name} {port} {{\n"
         f"\t\tresolvers udp/{resolver}\n"
         f"\t\trefresh {format_duration(REFRESH)}\n"
+        "\t}\n"
+        "\t# Idle connections to a container close this soon: one that was switched away from and drained\n"
+        "\t# holds none open, so an app that waits for its idle connections on SIGTERM ends promptly.\n"
+        "\ttransport http {\n"
+        f"\t\tkeepalive {format_duration(UPSTREAM_IDLE)}\n"
         "\t}\n"
         "}\n"
     )

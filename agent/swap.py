@@ -26,6 +26,7 @@ log = logging.getLogger("zdd.swap")
 
 ENGINE_SETTLE = 1.0  # seconds: see the health gate
 DRAIN_POLL = 0.05  # seconds between reads of Caddy's in-flight counter
+KILLED = 137  # the exit code of a container Docker killed (SIGKILL) after its stop timeout
 RELEASE_POLL = 0.2  # seconds between checks whether the release command ended
 OUTPUT_LINES = 200  # of a container removed without going live, kept for `zdd logs --failed`
 DRAIN_QUIET_READS = 2  # zero readings in a row: a request Caddy accepted a moment ago is counted by then
@@ -190,9 +191,19 @@ class Swap:
         self._probation(app, new, old, deploy_id, probation_until, what)
         self.journal.enter(app.name, "stopping", deploy=deploy_id, **phase_data(new, old))
         self.status(f"{what}: stopping {old.tag}")
+        started = self.clock.monotonic()
         self.runtime.stop(old.container_id, app.stop_timeout)
+        took, code = self.clock.monotonic() - started, self.runtime.exit_code(old.container_id)
         self.runtime.remove(old.container_id)
-        log.info("%s: stopped and removed %s", what, old.container_name)
+        if code == KILLED:
+            log.warning(
+                "%s: %s did not exit within stop_timeout %s of its SIGTERM and was killed; removed it",
+                what,
+                old.container_name,
+                human_duration(app.stop_timeout),
+            )
+        else:
+            log.info("%s: stopped %s in %.1fs (exit code %s) and removed it", what, old.container_name, took, code)
 
     def _probation(self, app: AppConfig, new: Running, old: Running, deploy_id: str, until: float, what: str) -> None:
         """Watch the new container while the old one waits, running and unrouted. A failure here routes

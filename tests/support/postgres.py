@@ -1,6 +1,7 @@
 """A real PostgreSQL 15 for the release-command tests, and an app that uses it, built locally (no registry):
-Debian 12's postgresql-15 and busybox installed into a copy of the end-to-end tier's debootstrapped root,
-`docker import`ed once as BASE; the server and app images are built FROM it.
+Debian 12's postgresql-15, busybox and python3 installed into a copy of the end-to-end tier's
+debootstrapped root, `docker import`ed once as BASE; the server and app images are built FROM it (and the
+lingering app of tests/support/lingering.py).
 
 The app (APP_REPOSITORY:TAG) serves `/` with its tag, `/up`, the load's `/cgi-bin/post` and `/cgi-bin/slow`
 (as tests/support/images.py), and `/cgi-bin/items`: the rows of table
@@ -20,7 +21,7 @@ import docker.errors
 from tests.support import images
 from tests.support.machine import cached_rootfs
 
-BASE = "zdd-it/pg:base"
+BASE = "zdd-it/debian:base"  # bookworm with postgresql-15, busybox and python3
 SERVER = "zdd-it/pg:server"
 APP_REPOSITORY = "zdd-it/pgapp"
 ENV = {"PGHOST": "db", "PGUSER": "app", "PGPASSWORD": "app-secret", "PGDATABASE": "app", "PGCONNECT_TIMEOUT": "3"}
@@ -47,7 +48,7 @@ RELEASE = (
 )
 
 
-def _base(client: docker.DockerClient) -> None:
+def build_base(client: docker.DockerClient) -> None:
     try:
         client.images.get(BASE)
         return
@@ -66,7 +67,7 @@ def _base(client: docker.DockerClient) -> None:
                 "sh",
                 "-c",
                 "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
-                "apt-get install -y -q --no-install-recommends postgresql-15 busybox && "
+                "apt-get install -y -q --no-install-recommends postgresql-15 busybox python3 && "
                 "apt-get clean && rm -rf /var/lib/apt/lists/*",
             ],
             check=True,
@@ -79,7 +80,7 @@ def _base(client: docker.DockerClient) -> None:
         client.api.import_image_from_file(str(archive), repository=repository, tag=tag, changes=[f"ENV PATH={PATH}"])
 
 
-def _build(client: docker.DockerClient, tag: str, files: dict[str, tuple[str, int]], cmd: str) -> str:
+def build_from_base(client: docker.DockerClient, tag: str, files: dict[str, tuple[str, int]], cmd: str) -> str:
     """An image FROM BASE with `files` (path: (text, mode)) and a shell CMD."""
     with tempfile.TemporaryDirectory(prefix="zdd-pg-") as tmp:
         copies = []
@@ -95,8 +96,8 @@ def _build(client: docker.DockerClient, tag: str, files: dict[str, tuple[str, in
 
 def build(client: docker.DockerClient, app_tags: tuple[str, ...] = ("pg1", "pg2", "pg3")) -> dict[str, str]:
     """SERVER and APP_REPOSITORY:tag for each of `app_tags`: reference by name."""
-    _base(client)
-    built = {"server": _build(client, SERVER, {"/start.sh": (SERVER_START, 0o755)}, "exec /start.sh")}
+    build_base(client)
+    built = {"server": build_from_base(client, SERVER, {"/start.sh": (SERVER_START, 0o755)}, "exec /start.sh")}
     for tag in app_tags:
         files = {
             "/www/index.html": (tag, 0o644),
@@ -105,5 +106,5 @@ def build(client: docker.DockerClient, app_tags: tuple[str, ...] = ("pg1", "pg2"
             "/www/cgi-bin/post": (images.POST_CGI, 0o755),  # the load's POSTs and slow requests, as in images.py
             "/www/cgi-bin/slow": (images.SLOW_CGI, 0o755),
         }
-        built[tag] = _build(client, f"{APP_REPOSITORY}:{tag}", files, "exec busybox httpd -f -p 8080 -h /www")
+        built[tag] = build_from_base(client, f"{APP_REPOSITORY}:{tag}", files, "exec busybox httpd -f -p 8080 -h /www")
     return built
