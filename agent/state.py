@@ -123,6 +123,12 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:
         os.close(dir_fd)
 
 
+# state.toml's layout. 0: zdd 0.1.0 as first released (no `format` key); 1: the key is written. A newer zdd
+# reads every older format (tests/unit/test_state.py loads a file an earlier release wrote); an older zdd
+# refuses a newer format rather than misread it.
+STATE_FORMAT = 1
+
+
 class StateStore:
     """Reads and writes <state_dir>/state.toml."""
 
@@ -137,7 +143,14 @@ class StateStore:
         except UnicodeDecodeError as err:
             raise self._unreadable(f"not UTF-8 ({err.reason})") from err
         try:
-            return state_from_dict(tomllib.loads(text))
+            data = tomllib.loads(text)
+            written = data.get("format", 0)
+            if not isinstance(written, int) or written > STATE_FORMAT:
+                raise PermanentError(
+                    f"state file {self.path} was written by a newer zdd (format {written}; this one reads up to "
+                    f"{STATE_FORMAT}): install that zdd again, or restore the state file its predecessor wrote"
+                )
+            return state_from_dict(data)
         except tomllib.TOMLDecodeError as err:
             raise self._unreadable(f"not valid TOML ({err})") from err
         except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -150,4 +163,5 @@ class StateStore:
         )
 
     def save(self, state: State) -> None:
-        write_atomically(self.path, tomli_w.dumps(_drop_empty(asdict(state))).encode())
+        document = {"format": STATE_FORMAT, **_drop_empty(asdict(state))}
+        write_atomically(self.path, tomli_w.dumps(document).encode())

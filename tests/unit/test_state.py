@@ -1,10 +1,15 @@
 """state.toml round-trips, is replaced atomically, and keeps a bounded history."""
 
 import os
+import shutil
 import stat
+from pathlib import Path
 
+import pytest
+
+from zdd.errors import PermanentError
 from zdd.lock import StateLock
-from zdd.state import HISTORY_LIMIT, HistoryEntry, Running, State, StateStore
+from zdd.state import HISTORY_LIMIT, STATE_FORMAT, HistoryEntry, Running, State, StateStore
 
 RUNNING = Running(
     tag="v1",
@@ -67,3 +72,38 @@ def test_the_agent_lock_is_the_agents_alone(tmp_path):
         assert stat.S_IMODE(os.stat(tmp_path / "agent.lock").st_mode) == 0o600
     finally:
         lock.release()
+
+
+PREVIOUS_RELEASE = Path(__file__).parent / "data" / "state-0.1.0-598ffaa.toml"  # written by that release's code
+
+
+def test_a_state_file_an_earlier_release_wrote_is_read_and_rewritten_in_the_current_format(tmp_path):
+    shutil.copy(PREVIOUS_RELEASE, tmp_path / "state.toml")
+    store = StateStore(tmp_path)
+    state = store.load()
+    web = state.app("web")
+    assert (state.instance, web.current.tag, web.current.address, web.previous_tag) == (
+        "ab12cd34",
+        "v41",
+        "172.20.0.5:8080",
+        "v40",
+    )
+    (entry,) = state.history
+    assert (entry.deploy_id, entry.result, entry.from_tag, entry.requested_by) == (
+        "20261128-100000-aaaa",
+        "succeeded",
+        "v40",
+        1000,
+    )
+    assert state.queue_offsets == {"queue": 4}
+    store.save(state)
+    assert (tmp_path / "state.toml").read_text().startswith(f"format = {STATE_FORMAT}\n")
+    assert store.load() == state
+
+
+def test_a_state_file_a_newer_zdd_wrote_is_refused_not_misread(tmp_path):
+    (tmp_path / "state.toml").write_text(f'format = {STATE_FORMAT + 1}\ninstance = "ab12cd34"\n')
+    with pytest.raises(
+        PermanentError, match=f"written by a newer zdd \\(format {STATE_FORMAT + 1}; this one reads up to"
+    ):
+        StateStore(tmp_path).load()
