@@ -53,6 +53,9 @@ def render_snippet(app: AppConfig, name: str | None, port: int, resolver: str) -
         "\t# holds none open, so an app that waits for its idle connections on SIGTERM ends promptly.\n"
         "\ttransport http {\n"
         f"\t\tkeepalive {format_duration(UPSTREAM_IDLE)}\n"
+        # Caddy before 2.11 drops its other keep-alive defaults once one is set: restate them.
+        "\t\tkeepalive_interval 30s\n"
+        "\t\tkeepalive_idle_conns_per_host 32\n"
         "\t}\n"
         "}\n"
     )

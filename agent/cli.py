@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import pwd
+import re
 import sys
 import time
 import tomllib
@@ -185,7 +186,7 @@ def _wait_for(config: Config, app: str, reference: str, since: float, timeout: f
                 if entry.result in TERMINAL:
                     show.done()
                     return _report(entry)
-                step = progress.read() if entry.result == Result.RUNNING else ""
+                step = progress.read(since=entry.started_at) if entry.result == Result.RUNNING else ""
                 # The agent's STATUS names the app first: another app's step is not this deploy's.
                 show.step(step if step.startswith(f"{app}: ") else f"{app}: {entry.tag}: {entry.result}")
                 break
@@ -204,10 +205,12 @@ class StepDisplay:
     def step(self, text: str) -> None:
         if text == self.shown:
             return
+        # Piped (a CI log), a step is printed once: not each second of its countdown or each health probe.
+        same_step = re.sub(r"\d+", "#", text) == re.sub(r"\d+", "#", self.shown)
         self.shown = text
         if self.tty:
             self.out.write(f"\r\x1b[K{text}")
-        else:
+        elif not same_step:
             self.out.write(f"{text}\n")
         self.out.flush()
 

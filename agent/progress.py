@@ -2,9 +2,10 @@
 sends systemd, also kept in a small file of the state dir, rewritten (atomically) when it changes."""
 
 import json
-import os
 import time
 from pathlib import Path
+
+from .state import write_atomically
 
 
 class Progress:
@@ -12,15 +13,15 @@ class Progress:
         self.path = state_dir / "progress.json"
 
     def write(self, text: str) -> None:
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            temporary.write_text(json.dumps({"at": time.time(), "text": text}), encoding="utf-8")
-            os.replace(temporary, self.path)
+        try:  # 0640, the state dir's group: deployers in group zdd read it, as they read state.toml
+            write_atomically(self.path, json.dumps({"at": time.time(), "text": text}).encode())
         except OSError:
             pass  # only a display: the deploy must never fail for it
 
-    def read(self) -> str:
+    def read(self, since: float = 0.0) -> str:
+        """The step, if it was written at `since` or later (an earlier deploy's last step is not this one's)."""
         try:
-            return str(json.loads(self.path.read_text(encoding="utf-8")).get("text", ""))
-        except (OSError, ValueError, AttributeError):
+            progress = json.loads(self.path.read_text(encoding="utf-8"))
+            return str(progress["text"]) if float(progress["at"]) >= since else ""
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return ""

@@ -12,6 +12,7 @@ from typing import Any
 
 import tomli_w
 
+from . import __version__
 from .errors import PermanentError
 
 HISTORY_LIMIT = 200  # deploys kept in state.toml; the journal keeps the rest
@@ -145,10 +146,12 @@ class StateStore:
         try:
             data = tomllib.loads(text)
             written = data.get("format", 0)
-            if not isinstance(written, int) or written > STATE_FORMAT:
+            if not isinstance(written, int) or isinstance(written, bool) or written < 0:
+                raise self._unreadable(f"not in zdd's format (format = {written!r})")
+            if written > STATE_FORMAT:
                 raise PermanentError(
-                    f"state file {self.path} was written by a newer zdd (format {written}; this one reads up to "
-                    f"{STATE_FORMAT}): install that zdd again, or restore the state file its predecessor wrote"
+                    f"state file {self.path} was written by a newer zdd (format {written}; zdd {__version__} reads "
+                    f"up to {STATE_FORMAT}): install the newer zdd again"
                 )
             return state_from_dict(data)
         except tomllib.TOMLDecodeError as err:

@@ -193,17 +193,29 @@ class Swap:
         self.status(f"{what}: stopping {old.tag}")
         started = self.clock.monotonic()
         self.runtime.stop(old.container_id, app.stop_timeout)
-        took, code = self.clock.monotonic() - started, self.runtime.exit_code(old.container_id)
+        self._report_stop(app, old, self.clock.monotonic() - started, what)
         self.runtime.remove(old.container_id)
-        if code == KILLED:
+        log.info("%s: removed %s", what, old.container_name)
+
+    def _report_stop(self, app: AppConfig, old: Running, took: float, what: str) -> None:
+        """How the old version ended: by its SIGTERM, or killed at stop_timeout (a slow deploy's cause)."""
+        try:
+            code = self.runtime.exit_code(old.container_id)
+        except ZddError:
+            code = None  # only a log line: the stop itself succeeded
+        stopping = f"{what}: stopping {old.tag} ({old.container_name})"
+        if code == KILLED and took >= app.stop_timeout - 0.5:
             log.warning(
-                "%s: %s did not exit within stop_timeout %s of its SIGTERM and was killed; removed it",
-                what,
-                old.container_name,
+                "%s: it did not exit within apps.%s.stop_timeout %s of SIGTERM and was killed; make it exit on "
+                "SIGTERM (close idle connections) or raise stop_timeout",
+                stopping,
+                app.name,
                 human_duration(app.stop_timeout),
             )
+        elif code == -1:
+            log.info("%s: it was already gone", stopping)
         else:
-            log.info("%s: stopped %s in %.1fs (exit code %s) and removed it", what, old.container_name, took, code)
+            log.info("%s took %.1fs, exit code %s", stopping, took, "unknown" if code is None else code)
 
     def _probation(self, app: AppConfig, new: Running, old: Running, deploy_id: str, until: float, what: str) -> None:
         """Watch the new container while the old one waits, running and unrouted. A failure here routes
@@ -443,6 +455,7 @@ class Swap:
         # reading before then proves nothing.
         settled = started + self.router.switch_delay
         quiet, reported = 0, None
+        self.status(f"{what}: draining {old.tag}")
         while True:
             try:
                 in_flight = self.router.in_flight(old.address)

@@ -46,6 +46,7 @@ class FakeRuntime:
     found: list[Found] = field(default_factory=list)  # what containers() reports (the converger's view)
     release_exits: list[int | None] = field(default_factory=list)  # exit_code() answers in order, then 0
     releases: dict[str, str] = field(default_factory=dict)  # deploy id -> its release container, while it exists
+    stop_exits: dict[str, int] = field(default_factory=dict)  # container id -> its exit code once stopped
     _checks: int = 0
 
     def has_image(self, ref: ImageRef) -> bool:
@@ -95,6 +96,8 @@ class FakeRuntime:
         return self.releases[deploy_id], f"zdd-{app.name}-{deploy_id}-release", found
 
     def exit_code(self, container_id: str) -> int | None:
+        if not container_id.startswith("r-"):  # an app container after its stop
+            return self.stop_exits.get(container_id, 0)
         return self.release_exits.pop(0) if self.release_exits else 0
 
     def release_containers(self, app: AppConfig) -> list[tuple[str, str, str]]:

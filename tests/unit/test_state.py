@@ -104,6 +104,14 @@ def test_a_state_file_an_earlier_release_wrote_is_read_and_rewritten_in_the_curr
 def test_a_state_file_a_newer_zdd_wrote_is_refused_not_misread(tmp_path):
     (tmp_path / "state.toml").write_text(f'format = {STATE_FORMAT + 1}\ninstance = "ab12cd34"\n')
     with pytest.raises(
-        PermanentError, match=f"written by a newer zdd \\(format {STATE_FORMAT + 1}; this one reads up to"
+        PermanentError,
+        match=f"written by a newer zdd \\(format {STATE_FORMAT + 1}; zdd .* reads up to {STATE_FORMAT}\\)",
     ):
+        StateStore(tmp_path).load()
+
+
+@pytest.mark.parametrize("written", ['"x"', "1.0", "true", "-1"])
+def test_a_format_that_is_not_one_is_a_damaged_file(tmp_path, written):
+    (tmp_path / "state.toml").write_text(f'format = {written}\ninstance = "ab12cd34"\n')
+    with pytest.raises(PermanentError, match="is not in zdd's format"):
         StateStore(tmp_path).load()

@@ -389,3 +389,20 @@ def test_a_release_waits_while_an_earlier_deploys_release_still_runs(world):
     world["runtime"].release_exits = [None, None, None, 0]  # the check, then two polls, then it ended
     world["swap"].deploy(MIGRATES, ref("v2"), V1, "d1")
     assert "release v2: run r-d1" in world["log"] and world["clock"].sleeps.count(0.2) >= 2
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "took", "logged"),
+    [
+        (0, 0.0, "web: v1 -> v2: stopping v1 (zdd-web-1) took 0.0s, exit code 0"),
+        (137, 7.0, "did not exit within apps.web.stop_timeout 7s of SIGTERM and was killed"),
+        (137, 0.0, "took 0.0s, exit code 137"),  # killed before (out of memory), not at the stop timeout
+        (-1, 0.0, "web: v1 -> v2: stopping v1 (zdd-web-1): it was already gone"),
+    ],
+)
+def test_the_log_says_how_the_old_version_ended(world, caplog, exit_code, took, logged):
+    world["runtime"].stop_exits["c1"] = exit_code
+    world["runtime"].stop = lambda container_id, timeout: world["clock"].sleep(took)
+    caplog.set_level("INFO")
+    world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    assert logged in caplog.text
