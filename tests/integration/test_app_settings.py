@@ -1,7 +1,6 @@
 """What real apps need from a deploy, against a real dockerd and Caddy: extra networks where their
 database runs, memory/CPU/pids limits, and a health check that sends the Host the app expects."""
 
-import secrets
 import signal
 import subprocess
 import time
@@ -9,6 +8,7 @@ import time
 import pytest
 
 from tests.integration.test_deploy import assert_no_failures, wait_until
+from tests.support.accessory import accessory
 from tests.support.images import APP_HOST
 from tests.support.load import LoadClient
 
@@ -25,21 +25,10 @@ def reconfigure(stack, **app_keys) -> None:
 
 @pytest.fixture
 def backend(docker_client, test_images):
-    """A user network with an "accessory" on it (the app's database, in a real set-up), known there by that
-    name: the app reaches it only if its container joined the network."""
-    name = f"zdd-it-backend-{secrets.token_hex(3)}"
-    network = docker_client.networks.create(name, driver="bridge")
-    api = docker_client.api
-    created = api.create_container(
-        test_images["v3"],
-        name=f"{name}-accessory",
-        host_config=api.create_host_config(network_mode=name, init=True),
-        networking_config=api.create_networking_config({name: api.create_endpoint_config(aliases=["accessory"])}),
-    )
-    api.start(created["Id"])
-    yield name
-    api.remove_container(created["Id"], force=True)
-    network.remove()
+    """A user network with an "accessory" on it, known there by that name: the app reaches it only if its
+    container joined the network."""
+    with accessory(docker_client, test_images["v3"], "accessory", init=True) as (network, _):
+        yield network
 
 
 def test_networks_limits_and_health_host_under_load(backend, stack):  # the network outlives the containers

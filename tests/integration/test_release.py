@@ -4,7 +4,6 @@ what it created; a failing migration leaves the old version serving; a SIGKILL o
 neither skips it nor runs it twice."""
 
 import json
-import secrets
 import time
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from tests.integration.test_app_settings import reconfigure
 from tests.integration.test_deploy import assert_no_failures, wait_until
 from tests.support import postgres
+from tests.support.accessory import accessory
 from tests.support.load import LoadClient
 
 ONLY_DEBIAN_CADDY = pytest.mark.parametrize("caddy_binary", ["caddy2.6"], indirect=True)
@@ -25,25 +25,13 @@ def pg_images(docker_client):
 @pytest.fixture
 def database(docker_client, pg_images):
     """A fresh PostgreSQL server, `db` on a network of its own; yields the network's name."""
-    name = f"zdd-it-pg-{secrets.token_hex(3)}"
-    network = docker_client.networks.create(name, driver="bridge")
-    api = docker_client.api
-    created = api.create_container(
-        pg_images["server"],
-        name=f"{name}-db",
-        host_config=api.create_host_config(network_mode=name),
-        networking_config=api.create_networking_config({name: api.create_endpoint_config(aliases=["db"])}),
-    )
-    api.start(created["Id"])
-    server = docker_client.containers.get(created["Id"])
+    with accessory(docker_client, pg_images["server"], "db") as (network, server):
 
-    def ready() -> bool:  # on its network address: the set-up's own start listens on loopback only
-        return server.exec_run(["sh", "-c", 'pg_isready -q -h "$(hostname -i)"']).exit_code == 0
+        def ready() -> bool:  # on its network address: the set-up's own start listens on loopback only
+            return server.exec_run(["sh", "-c", 'pg_isready -q -h "$(hostname -i)"']).exit_code == 0
 
-    wait_until(ready, 60, "PostgreSQL accepting connections")
-    yield name
-    api.remove_container(created["Id"], force=True)
-    network.remove()
+        wait_until(ready, 60, "PostgreSQL accepting connections")
+        yield network
 
 
 def configure(stack, database: str, **keys) -> dict:
