@@ -163,6 +163,21 @@ def stack(tmp_path, caddy_binary, docker_client, test_images, request):
     s.close()
 
 
+MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+@pytest.fixture
+def packaged_sysctl():
+    """net.ipv4.tcp_migrate_req=1, as the package sets it (packaging/50-zdd.conf), for the tests that walk
+    a path which loads a config into Caddy under load (detach, install again): without it Linux resets
+    the connections still queued on the socket each load closes (docs/caddy-reloads.md, class D).
+    The machine's own value comes back afterwards."""
+    before = MIGRATE_REQ.read_text()
+    MIGRATE_REQ.write_text("1\n")
+    yield
+    MIGRATE_REQ.write_text(before)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -76,10 +76,12 @@ def test_lost_state_adopts_the_serving_container_and_never_answers_503(stack):
 
 
 @ONLY_DEBIAN_CADDY
-def test_detach_purge_and_install_again_keep_the_site_serving_and_adopt_its_container(stack):
+def test_detach_purge_and_install_again_keep_the_site_serving_and_adopt_its_container(stack, packaged_sysctl):
     # The package's path (README: purge keeps apps running): prerm stops zdd and runs `zdd detach`, which
     # points Caddy at the live container itself; purge removes the state dir and zdd dns goes; the
-    # reinstalled agent, with no state, adopts the container the fixed snippet names.
+    # reinstalled agent, with no state, adopts the container the fixed snippet names. The package's
+    # sysctl is on (packaged_sysctl): with tcp_migrate_req=0 the one Caddy load below may reset a
+    # queued new connection (seen once in CI, 3 of 1,983 requests).
     stack.start()
     assert stack.deploy("v1").returncode == 0
     (before,) = stack.containers()
@@ -100,8 +102,9 @@ def test_detach_purge_and_install_again_keep_the_site_serving_and_adopt_its_cont
         assert stack.caddy.get() == (200, "v1")
     print(f"detach, purge, install again: {load.summary()}")
     assert f"no state: adopting instance {before.labels['zdd.instance']}" in stack.agent.log
-    # The agent reloads Caddy once, to put the dynamic snippet back: only keep-alive connections idle
-    # at that instant may be closed by Caddy (docs/caddy-reloads.md, class A); new connections never.
+    # The agent loads a config into Caddy once, to put the dynamic snippet back: keep-alive connections
+    # idle at that instant may be closed by Caddy (docs/caddy-reloads.md, classes A and B); new
+    # connections never, on Caddy 2.6.2 with tcp_migrate_req=1 (class C is newer Go's, D the sysctl's).
     assert [f for f in load.failures if f.kind == "fresh"] == [], load.summary()
     assert [c.id for c in stack.containers()] == [before.id]
     state = StateStore(stack.state_dir).load()
