@@ -21,7 +21,7 @@ import pytest
 from tests.integration.test_deploy import wait_until
 from tests.support import images
 from tests.support.load import LoadClient
-from tests.support.machine import Machine
+from tests.support.machine import Machine, host_docker_client
 from tests.support.net import http_get
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def remove_our_containers(client: docker.DockerClient) -> None:
 
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory, deb):
-    client = docker.DockerClient(base_url="unix:///var/run/docker.sock")
+    client = host_docker_client()
     for tag in ("v1", "v2", "v3"):
         images.build(client, tag)
     m = Machine.from_cache(tmp_path_factory.mktemp("machine"))

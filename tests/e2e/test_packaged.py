@@ -9,14 +9,13 @@ engine ever runs; the machine's docker group gets the socket's gid so the zdd us
 import json
 import time
 
-import docker
 import pytest
 
 from tests.integration.test_deploy import wait_until
 from tests.support import images
 from tests.support.agent_process import remove_app_containers
 from tests.support.load import LoadClient
-from tests.support.machine import Machine
+from tests.support.machine import Machine, host_docker_client
 from tests.support.net import http_get
 from tests.support.webhook import WebhookReceiver
 
@@ -52,7 +51,7 @@ probation = "2s"
 
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory, deb):
-    client = docker.DockerClient(base_url="unix:///var/run/docker.sock")
+    client = host_docker_client()
     for tag in ("v1", "v2", "v3"):
         images.build(client, tag)
     m = Machine.from_cache(tmp_path_factory.mktemp("machine"))

@@ -2,7 +2,8 @@
 
 Every image serves `/` with its version, `/up` for health, `/cgi-bin/slow` that answers after
 SLOW_SECONDS, so a request can be in flight at the moment of the switch, `/cgi-bin/post` that reads
-a POST's body and answers the version, `/cgi-bin/hostup`, a health check that (like Rails or Django)
+a POST's body and answers the version, `/cgi-bin/sleep?N` that answers after N seconds (a request
+that holds a drain open), `/cgi-bin/hostup`, a health check that (like Rails or Django)
 answers 403 to any Host but APP_HOST, and `/cgi-bin/peer`, the answer of http://accessory:8080/ (an
 accessory reached by name on a network the app joins).
 """
@@ -37,6 +38,10 @@ cat /www/index.html
 """
 SLOW_CGI = f"""#!/bin/sh
 sleep {SLOW_SECONDS}
+{CGI_ANSWER}"""
+SLEEP_CGI = f"""#!/bin/sh
+case "$QUERY_STRING" in ''|*[!0-9]*) QUERY_STRING=1 ;; esac
+sleep "$QUERY_STRING"
 {CGI_ANSWER}"""
 POST_CGI = (
     """#!/bin/sh
@@ -109,7 +114,7 @@ def build(
         (www / "cgi-bin" / "slow").chmod(0o755)
         (www / "cgi-bin" / "post").write_text(POST_CGI)
         (www / "cgi-bin" / "post").chmod(0o755)
-        for cgi, text in (("hostup", HOSTUP_CGI), ("peer", PEER_CGI)):
+        for cgi, text in (("hostup", HOSTUP_CGI), ("peer", PEER_CGI), ("sleep", SLEEP_CGI)):
             (www / "cgi-bin" / cgi).write_text(text)
             (www / "cgi-bin" / cgi).chmod(0o755)
         (root / "app").mkdir()

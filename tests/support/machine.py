@@ -11,6 +11,16 @@ from pathlib import Path
 
 DEBOOTSTRAP_CACHE = Path(os.environ.get("ZDD_E2E_CACHE", "/var/cache/zdd-e2e/bookworm"))
 APT_CACHE = DEBOOTSTRAP_CACHE.parent / "apt-archives"  # .debs downloaded inside, kept between runs
+# The host's engine the machine uses, bound as its /run/docker.sock: DOCKER_HOST's socket when it names one
+# (a second dockerd, so a run does not share images and containers with another), else the default.
+_DOCKER_HOST = os.environ.get("DOCKER_HOST", "")
+HOST_DOCKER_SOCKET = Path(_DOCKER_HOST[7:] if _DOCKER_HOST.startswith("unix://") else "/run/docker.sock")
+
+
+def host_docker_client():
+    import docker
+
+    return docker.DockerClient(base_url=f"unix://{HOST_DOCKER_SOCKET}")
 
 
 def cached_rootfs() -> Path:
@@ -69,7 +79,7 @@ class Machine:
                     "--register=no",
                     "--keep-unit",
                     "--console=passive",
-                    "--bind=/run/docker.sock",
+                    f"--bind={HOST_DOCKER_SOCKET}:/run/docker.sock",
                     f"--bind={APT_CACHE}:/var/cache/apt/archives",
                 ],
                 stdout=log,
@@ -113,18 +123,23 @@ class Machine:
         return result
 
     def install_zdd(self, deb: Path) -> None:
-        """`apt-get install ./zdd_*.deb`, as an operator would, on a machine that uses this host's dockerd.
-
-        Docker: the machine uses the host's dockerd through the bound /run/docker.sock. apt installs
-        docker.io inside too (zdd depends on an engine), but its units are masked before the install so
-        only the host's engine ever runs; the machine's docker group gets the socket's gid, and zdd is
-        restarted to run with it, as on a host where group docker is the socket's group.
-        """
-        self.run("systemctl", "mask", "docker.service", "docker.socket", "containerd.service")
+        """`apt-get install ./zdd_*.deb`, as an operator would, on a machine that uses this host's dockerd."""
+        self.before_zdd()
         (self.root / "opt" / deb.name).write_bytes(deb.read_bytes())  # /tmp is a tmpfs once booted
         self.run("apt-get", "update", "-q", timeout=600)
         self.run("apt-get", "install", "-y", "-q", f"/opt/{deb.name}", timeout=900)
-        self.run("groupmod", "-o", "-g", str(Path("/run/docker.sock").stat().st_gid), "docker")
+        self.after_zdd()
+
+    def before_zdd(self) -> None:
+        """Docker: the machine uses the host's dockerd through the bound /run/docker.sock. apt installs
+        docker.io inside too (zdd depends on an engine), but its units are masked before the install so
+        only the host's engine ever runs."""
+        self.run("systemctl", "mask", "docker.service", "docker.socket", "containerd.service")
+
+    def after_zdd(self) -> None:
+        """The machine's docker group gets the socket's gid, and zdd is restarted to run with it, as on a
+        host where group docker is the socket's group."""
+        self.run("groupmod", "-o", "-g", str(HOST_DOCKER_SOCKET.stat().st_gid), "docker")
         self.run("systemctl", "restart", "zdd")
 
     def sh(self, script: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
