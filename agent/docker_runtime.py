@@ -17,6 +17,7 @@ import requests.exceptions
 
 from .config import AppConfig
 from .errors import ConfigError, PermanentError, TemporaryError, ZddError
+from .pull_progress import PullTally
 from .reconcile import Found
 from .reference import ImageRef
 from .registry_auth import Credentials, load_auths, refusal, registry_of
@@ -104,18 +105,20 @@ class DockerRuntime:
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
 
-    def pull(self, ref: ImageRef, progress: Callable[[], None], stall_timeout: float = 0.0) -> None:
-        """Blocks while the pull runs, calling `progress` on every message; `stall_timeout` is enforced by
-        the caller (ticking.TickingRuntime), which stops waiting for a pull that stalls."""
+    def pull(self, ref: ImageRef, progress: Callable[[int, int], None], stall_timeout: float = 0.0) -> None:
+        """Blocks while the pull runs, calling `progress(bytes downloaded, bytes to download)` on every
+        message; `stall_timeout` is enforced by the caller (ticking.TickingRuntime), which stops waiting
+        for a pull that stalls."""
         # A reference with a tag and a digest is pulled by digest: the digest is what will run.
         version = ref.digest or ref.tag or "latest"
         login = self._login(ref)
         auth = login.for_docker() if login else None
+        tally = PullTally()
         try:
             for message in self.client.api.pull(
                 ref.repository, tag=version, stream=True, decode=True, auth_config=auth
             ):
-                progress()
+                progress(*tally.update(message))
                 if "error" in message:
                     raise self._pull_error(ref, message.get("error") or str(message), login)
         except docker.errors.NotFound as err:

@@ -43,7 +43,7 @@ class Runtime(Protocol):
     def has_image(self, ref: ImageRef) -> bool: ...
     def free_bytes(self) -> int | None: ...
     # stall_timeout: give the pull up after that long without progress (the adapter that runs it enforces it)
-    def pull(self, ref: ImageRef, progress: Callable[[], None], stall_timeout: float) -> None: ...
+    def pull(self, ref: ImageRef, progress: Callable[[int, int], None], stall_timeout: float) -> None: ...
     def image_id(self, ref: ImageRef) -> str: ...
     def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container: ...
     def keep_running(self, container_id: str) -> None: ...
@@ -309,10 +309,20 @@ class Swap:
                 f"{what}: refusing to pull {ref}: {format_size(free)} free where Docker keeps images, "
                 f"below min_free_space {format_size(app.min_free_space)}; free some space (docker image prune)"
             )
-        self.status(f"{what}: pulling")
+        self.status(f"{what}: pulling {ref}")
         started = self.clock.monotonic()
-        self.runtime.pull(ref, self.tick, app.pull_stall_timeout)
-        log.info("%s: pulled %s in %.1fs", what, ref, self.clock.monotonic() - started)
+        pulled = [0]
+
+        def progress(done: int, total: int) -> None:
+            self.tick()
+            if total:
+                pulled[0] = total
+                self.status(f"{what}: pulling {ref}: {format_size(done)} of {format_size(total)}")
+
+        self.runtime.pull(ref, progress, app.pull_stall_timeout)
+        took = self.clock.monotonic() - started
+        size = f" ({format_size(pulled[0])} of new layers)" if pulled[0] else ""
+        log.info("%s: pulled %s in %.1fs%s", what, ref, took, size)
 
     def _release(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str, what: str) -> None:
         """The release command, once per deploy, in a one-off container of the new image; the old version

@@ -39,10 +39,11 @@ class Ticking:
         progress: list[float] | None = None,
         stall: float = 0.0,
         abandon_on_stop: bool = False,
+        on_tick: Callable[[], None] = lambda: None,
     ) -> T:
         """Run `fn` and tick until it returns. `expected`: how long it may legitimately take, plus
-        CALL_LIMIT. With `progress` (a one-element list the call updates with monotonic times), the limit
-        is instead `stall` seconds without progress."""
+        CALL_LIMIT. With `progress` (a list whose first item the call updates with monotonic times), the
+        limit is instead `stall` seconds without progress. `on_tick` runs on this thread at each tick."""
         outcome: dict[str, Any] = {}
 
         def run() -> None:
@@ -56,6 +57,7 @@ class Ticking:
         worker.start()
         while worker.is_alive():
             self.tick()
+            on_tick()
             now = self.monotonic()
             if progress is not None:
                 if now - max(progress[0], started) > stall:
@@ -76,13 +78,21 @@ class TickingRuntime:
     def __init__(self, runtime: Any, ticking: Ticking):
         self.runtime, self.ticking = runtime, ticking
 
-    def pull(self, ref: Any, progress: Callable[[], None], stall_timeout: float) -> None:
-        last = [self.ticking.monotonic()]
+    def pull(self, ref: Any, progress: Callable[[int, int], None], stall_timeout: float) -> None:
+        last: list[float] = [self.ticking.monotonic(), 0, 0]  # when progress last came, bytes done, bytes to do
 
-        def on_progress() -> None:
-            # From the worker thread: only the time (a float store). The watchdog is pinged from the
-            # waiting main thread alone, so a pull abandoned in the background cannot hide a hung loop.
-            last[0] = self.ticking.monotonic()
+        def on_progress(done: int, total: int) -> None:
+            # From the worker thread: plain stores only. The watchdog is pinged, and `progress` (the deploy's
+            # status) is told, from the waiting main thread alone, so a pull abandoned in the background
+            # can neither hide a hung loop nor write a status after its deploy moved on.
+            last[:] = [self.ticking.monotonic(), done, total]
+
+        shown = [0, 0]
+
+        def report() -> None:
+            if [last[1], last[2]] != shown:
+                shown[:] = [int(last[1]), int(last[2])]
+                progress(*shown)
 
         self.ticking.call(
             f"pull {ref}",
@@ -90,7 +100,9 @@ class TickingRuntime:
             progress=last,
             stall=stall_timeout,
             abandon_on_stop=True,
+            on_tick=report,
         )
+        report()  # the last figures, also of a pull that ended before the first tick
 
     def stop(self, container_id: str, timeout: float) -> None:
         self.ticking.call(f"stop {container_id[:12]}", lambda: self.runtime.stop(container_id, timeout), timeout)

@@ -2,11 +2,13 @@
 
 import json
 import os
+import re
 import socket
 import time
 
 import pytest
 
+from tests.support import images
 from tests.support.images import REPOSITORY, SLOW_SECONDS
 from tests.support.load import KINDS, LoadClient
 
@@ -162,16 +164,20 @@ def test_agent_restart_keeps_serving_and_remembers_the_version(stack):
 @pytest.mark.parametrize("caddy_binary", ["caddy2.6"], indirect=True)
 def test_pull_from_a_registry_and_a_missing_tag(stack, registry, docker_client, test_images):
     repository = f"{registry}/zdd-it/web"
-    for tag in ("v2", "v3"):
-        docker_client.images.get(test_images[tag]).tag(repository, tag)
+    # An image of its own with 100 MB of random bytes: no layer of it is on the host once it is pushed.
+    fresh = images.build(docker_client, "fresh100", padding_mb=100)
+    for tag, image in (("v2", test_images["v2"]), ("fresh100", fresh)):
+        docker_client.images.get(image).tag(repository, tag)
         for message in docker_client.api.push(repository, tag=tag, stream=True, decode=True):
             assert "error" not in message, message
         docker_client.images.remove(f"{repository}:{tag}")  # so zdd must pull it
+    docker_client.images.remove(fresh)
     stack.configure(image=repository, pull="missing")
     stack.start()
-    assert stack.deploy("v2").returncode == 0
+    pulled = stack.deploy("v2")
+    assert pulled.returncode == 0, pulled.stderr
     stack.caddy.wait_serving("v2")
-    assert "pulled 127.0.0.1" in stack.agent.log
+    assert f"pulled {repository}:v2 in " in stack.agent.log  # layers of a few bytes: Docker gives no size
 
     with LoadClient(stack.caddy.port, slow_workers=1) as load:
         missing = stack.deploy("v404")
@@ -184,8 +190,13 @@ def test_pull_from_a_registry_and_a_missing_tag(stack, registry, docker_client, 
     stack.configure(image=repository, pull="always")
     stack.agent.stop()
     stack.agent.start()
-    assert stack.deploy(f"{repository}:v3").returncode == 0  # a full reference of the app's repository
-    stack.caddy.wait_serving("v3")
+    fat = stack.deploy(f"{repository}:fresh100")  # a full reference of the app's repository
+    assert fat.returncode == 0, fat.stderr
+    stack.caddy.wait_serving("fresh100")
+    # `deploy --wait` showed the pull of its 100 MB layer in bytes (piped: a line per step, not per figure).
+    pulling = rf"fresh100: pulling {repository}:fresh100: [\d.]+ [kM]?B of 10[\d.]+ MB\n"
+    assert re.search(pulling, fat.stderr), fat.stderr
+    assert re.search(r"pulled \S+:fresh100 in [\d.]+s \(10[\d.]+ MB of new layers\)", stack.agent.log)
 
 
 def test_the_image_is_run_by_id_and_labelled_for_rediscovery(stack, docker_client):

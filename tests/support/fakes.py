@@ -55,9 +55,11 @@ class FakeRuntime:
     def free_bytes(self) -> int | None:
         return self.free
 
-    def pull(self, ref: ImageRef, progress: Callable[[], None], stall_timeout: float = 0.0) -> None:
+    def pull(self, ref: ImageRef, progress: Callable[[int, int], None], stall_timeout: float = 0.0) -> None:
         self.log.append(f"pull {ref}")
-        progress()
+        progress(0, 0)  # the manifest: no layer size known yet
+        progress(1_500_000, 3_000_000)
+        progress(3_000_000, 3_000_000)
         if self.pull_error:
             raise self.pull_error
         if str(ref) not in self.registry:

@@ -93,6 +93,12 @@ def test_deploy_runs_the_steps_in_order(world):
     ]
     assert "web: v1 -> v2: health 2/2" in world["statuses"]
     assert "web: v1 -> v2: draining v1 (2 in flight)" in world["statuses"]
+    pulling = [s for s in world["statuses"] if "pulling" in s]
+    assert pulling == [
+        "web: v1 -> v2: pulling registry.example.com/acme/web:v2",
+        "web: v1 -> v2: pulling registry.example.com/acme/web:v2: 1.5 MB of 3.0 MB",
+        "web: v1 -> v2: pulling registry.example.com/acme/web:v2: 3.0 MB of 3.0 MB",
+    ]
 
 
 def test_drain_waits_for_in_flight_requests_not_a_fixed_sleep(world):

@@ -25,9 +25,9 @@ class SlowRuntime:
         return None
 
     def pull(self, ref: str, progress, stall_timeout: float) -> None:
-        for _ in range(3):
+        for n in range(3):
             time.sleep(0.05)
-            progress()
+            progress(100 * (n + 1), 300)
         self.release.wait(30)  # then the registry stops sending
 
 
@@ -53,12 +53,18 @@ def test_a_call_that_takes_longer_than_it_may_is_given_up(ticks, monkeypatch):
 
 def test_a_pull_is_given_up_when_its_progress_stalls_not_while_it_progresses(ticks):
     runtime = SlowRuntime()
-    progress = []
+    progress, caller = [], threading.get_ident()
     started = time.monotonic()
+
+    def told(done: int, total: int) -> None:
+        progress.append((done, total, threading.get_ident()))
+
     with pytest.raises(TemporaryError, match="no progress for 0.4s"):
-        TickingRuntime(runtime, Ticking(lambda: ticks.append(1))).pull("r/web:v2", lambda: progress.append(1), 0.4)
+        TickingRuntime(runtime, Ticking(lambda: ticks.append(1))).pull("r/web:v2", told, 0.4)
     assert time.monotonic() - started >= 0.55  # 3 x 50 ms of progress, then 0.4 s without
-    assert progress == []  # the watchdog is pinged by the waiting thread, never from the pull's
+    # Told on the waiting (caller's) thread, never the pull's, at its ticks: each figure once, the last always.
+    assert progress and progress[-1] == (300, 300, caller) and {p[2] for p in progress} == {caller}
+    assert len(set(progress)) == len(progress)
     runtime.release.set()
 
 
@@ -67,7 +73,7 @@ def test_a_pull_is_abandoned_when_zdd_is_asked_to_stop(ticks):
     stopping = threading.Event()
     threading.Timer(0.3, stopping.set).start()
     with pytest.raises(TemporaryError, match="zdd is stopping"):
-        TickingRuntime(runtime, Ticking(lambda: None, stopping=stopping.is_set)).pull("r/web:v2", lambda: None, 60)
+        TickingRuntime(runtime, Ticking(lambda: None, stopping=stopping.is_set)).pull("r/web:v2", lambda *_: None, 60)
     runtime.release.set()
 
 
