@@ -15,8 +15,8 @@ from .config import AppConfig
 from .docker_runtime import DockerRuntime
 from .errors import PermanentError, TemporaryError
 from .ledger import TERMINAL, Ledger, Result
-from .reconcile import ROLLING_BACK, Interrupted, plan_app
-from .state import State
+from .reconcile import ROLLING_BACK, Found, Interrupted, plan_app
+from .state import Running, State
 from .swap import Swap
 
 log = logging.getLogger("zdd.agent")
@@ -32,9 +32,14 @@ class Converger:
         ledger: Ledger,
         save: Callable[[], None],
         clock: Callable[[], float] = time.time,
+        watching: Callable[[str], bool] = lambda app: False,
+        on_probation: Callable[[AppConfig, str, Running, Running, float], None] | None = None,
     ):
         self.runtime, self.router, self.swap = runtime, router, swap
         self.state, self.ledger, self.save, self.clock = state, ledger, save, clock
+        # An app whose probation the agent watches is left alone (probation.py ends it); one found in
+        # probation after a restart is handed to the watch for the rest of it.
+        self.watching, self.on_probation = watching, on_probation
 
     def converge(self, apps: Iterable[AppConfig]) -> list[str]:
         """Converge every app; returns the deploys it found failed (for STATUS). Raises ZddError when
@@ -48,6 +53,8 @@ class Converger:
         return failures
 
     def converge_app(self, app: AppConfig) -> str:
+        if self.watching(app.name):
+            return ""
         app_state = self.state.app(app.name)
         plan = plan_app(
             app.name, app_state, self.runtime.containers(app), set(self.router.routed(app.name)), self.clock()
@@ -58,7 +65,14 @@ class Converger:
         image_id = app_state.phase_data.get("image", "")
         if plan.drain_and_stop and plan.current:
             try:
-                self.swap.finish(app, plan.current, plan.drain_and_stop, deploy_id, plan.probation_until)
+                until = self.swap.finish(app, plan.current, plan.drain_and_stop, deploy_id, plan.probation_until)
+                if until is not None and self.on_probation:
+                    # Live, with probation left: the state keeps saying "probation" until the watch ends it.
+                    self._remove(app, plan.remove)
+                    self.on_probation(app, deploy_id, plan.current, plan.drain_and_stop, until)
+                    return ""
+                if until is not None:  # no one to watch it (zdd detach): it has served; the old one goes
+                    self.swap.retire(app, plan.current, plan.drain_and_stop, deploy_id)
             except PermanentError as err:
                 if app_state.phase != ROLLING_BACK:
                     # Not a verdict on the version (e.g. Caddy refused a reload): keep the journal, retry.
@@ -69,9 +83,7 @@ class Converger:
         else:
             # Route first, remove after: never remove a container zdd dns may still answer.
             self.router.ensure_route(app, [plan.current.address] if plan.current else [])
-        for found in plan.remove:
-            self.runtime.remove(found.id)
-            log.info("%s: removed container %s (not live)", app.name, found.name)
+        self._remove(app, plan.remove)
         previous = app_state.current
         if plan.interrupted == Interrupted.AFTER_SWITCH and previous and previous != plan.current:
             app_state.previous_tag, app_state.previous_reference = previous.tag, previous.reference
@@ -84,6 +96,11 @@ class Converger:
         self._remove_ended_releases(app)
         failed = [e for e in settled if e.result == Result.FAILED]
         return f"{app.name}: {failed[-1].tag}: {failed[-1].reason}" if failed else ""
+
+    def _remove(self, app: AppConfig, containers: list[Found]) -> None:
+        for found in containers:
+            self.runtime.remove(found.id)
+            log.info("%s: removed container %s (not live)", app.name, found.name)
 
     def _remove_ended_releases(self, app: AppConfig) -> None:
         """A release container stays while its deploy may still be retried (it tells the retry that the

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .caddy import CaddyRouter, snippet_fixed_address, snippet_instance
 from .clock import SystemClock
-from .config import Config, load_config
+from .config import AppConfig, Config, load_config
 from .converge import Converger
 from .docker_runtime import DockerRuntime
 from .errors import ConfigError, ZddError
@@ -24,12 +24,13 @@ from .heartbeat import Heartbeat, idle_status, stop_bound
 from .intake import Intake
 from .ledger import Ledger, Result
 from .lock import SnippetDirLock, StateLock
+from .probation import Probations, Watch
 from .progress import Progress
 from .prune import prune_app
 from .queue import QueueFile, QueueWatcher, RequestDrop
 from .reporting import Reporting
 from .routes import RouteFile, RouteTable
-from .runner import DeployRunner
+from .runner import DeployRunner, Ran
 from .state import State, StateStore
 from .swap import Swap
 from .systemd import NOTICE, Notifier
@@ -100,6 +101,7 @@ class Agent:
         self.ledger = Ledger(self.state)
         self.reporting = Reporting(config, self.state)
         self.progress = Progress(config.state_dir)
+        self.probations = Probations(lambda: self.swap, self._probation_ended)
         self.queue = QueueFile(config.queue_path)
         self.queue.restore(self.state.queue_offsets)
         self.drop = RequestDrop(config.requests_dir)
@@ -129,7 +131,16 @@ class Agent:
             tick=self.tick,
             stopping=lambda: self.stop_requested,
         )
-        self.converger = Converger(self.runtime, self.router, self.swap, self.state, self.ledger, self.save)
+        self.converger = Converger(
+            self.runtime,
+            self.router,
+            self.swap,
+            self.state,
+            self.ledger,
+            self.save,
+            watching=self.probations.active,
+            on_probation=self.probations.watch,
+        )
         self.runner = DeployRunner(self.state, self.ledger, self.swap, self.save)
 
     def save(self) -> None:
@@ -141,9 +152,15 @@ class Agent:
 
     def tick(self) -> None:
         self.heartbeat.tick(self.stop_requested, self.deploying, self.idle_status)
+        if self.deploying is not None and not self.stop_requested:
+            # Another app's deploy runs: its waits tick here, and the probations are watched meanwhile.
+            try:
+                self.probations.poll()
+            except Exception:  # a bug there must not fail the deploy that ticked
+                log.exception("internal error while watching the probations; retrying")
 
     def idle_status(self) -> str:
-        return idle_status(self.config.apps, self.state, self.last_failure)
+        return idle_status(self.config.apps, self.state, self.last_failure, self.probations.status())
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         # Flags only: the wake-up comes from the kernel writing to the waker's pipe (waker.py).
@@ -273,6 +290,9 @@ class Agent:
                 timeout = min(timeout, self.notifier.watchdog_interval / 2)
             if self.queue.has_open_claims or not self.converged:
                 timeout = min(timeout, 1.0)  # read late writers, then let the claimed file go
+            due = self.probations.due_in()
+            if due is not None:
+                timeout = min(timeout, due)
             self.waker.wait(timeout)
             self.tick()
             if time.monotonic() - self._last_converge >= self.config.reconcile_interval:
@@ -285,6 +305,8 @@ class Agent:
                 if not self.converged:
                     self.try_converge()
                 if self.converged:
+                    self.probations.poll()
+                if self.converged:
                     self.run_pending()
             except ZddError as err:
                 log.error("%s; will retry", err)
@@ -296,12 +318,19 @@ class Agent:
             if self.converged:
                 self.notifier.status(self.idle_status())
         self.tick()  # announces STOPPING=1 if the signal came while idle
+        try:
+            self.probations.cut_short()
+        except Exception:  # the journal says "probation": the next start finishes what this could not
+            log.exception("internal error while ending the probations; the next start finishes them")
+        self.reporting.publish(self.ledger.take_ended())
         log.log(NOTICE, "zdd agent stopping: %s", self.idle_status())
 
     def run_pending(self) -> None:
         for name, app in self.config.apps.items():
             if self.stop_requested:
                 return
+            if self.probations.active(name):
+                continue  # its next deploy waits for the probation's verdict; other apps' do not
             entry = self.ledger.next_request(name)
             if not entry:
                 continue
@@ -310,13 +339,26 @@ class Agent:
                 ran = self.runner.run(app, entry)
             finally:
                 self.deploying = None
-            if ran.failure:
-                self.last_failure = ran.failure
-            elif entry.result == Result.SUCCEEDED:
-                self.last_failure = ""
-                if prune_app(app, self.config.apps, self.state, self.runtime, self.tick):
-                    self.save()
+            if ran.probation and ran.probation.old and ran.probation.probation_until is not None:
+                self.probations.watch(
+                    app, entry.deploy_id, ran.probation.running, ran.probation.old, ran.probation.probation_until
+                )
+            self._after(app, ran, entry.result == Result.SUCCEEDED)
             if ran.converge_first:
-                self.converged = False
                 return
             self.notifier.status(self.idle_status())
+
+    def _probation_ended(self, watch: Watch, error: ZddError | None) -> None:
+        ran = self.runner.end_probation(watch, error)
+        self._after(watch.app, ran, error is None)
+
+    def _after(self, app: AppConfig, ran: Ran, succeeded: bool) -> None:
+        """What a deploy's end changes for the agent: the last failure for STATUS, pruning, converging."""
+        if ran.failure:
+            self.last_failure = ran.failure
+        elif succeeded and not ran.probation:
+            self.last_failure = ""
+            if prune_app(app, self.config.apps, self.state, self.runtime, self.tick):
+                self.save()
+        if ran.converge_first:
+            self.converged = False

@@ -15,12 +15,17 @@ from .systemd import NOTICE, Notifier
 log = logging.getLogger("zdd.agent")
 
 
-def idle_status(apps: Mapping[str, AppConfig], state: State, last_failure: str) -> str:
-    """`idle; web v42 since 10:02` (+ the last failure): what `systemctl status zdd` shows between deploys."""
+def idle_status(
+    apps: Mapping[str, AppConfig], state: State, last_failure: str, probations: Mapping[str, str] | None = None
+) -> str:
+    """`idle; web v42 since 10:02` (+ the last failure): what `systemctl status zdd` shows between deploys.
+    An app in probation shows that instead: `web v43 in probation, 12s left (v42 kept ready)`."""
     parts = []
     for name in apps:
         current = state.app(name).current
-        if current:
+        if probations and name in probations:
+            parts.append(f"{name} {probations[name]}")
+        elif current:
             parts.append(f"{name} {current.tag} since {time.strftime('%H:%M', time.localtime(current.since))}")
         else:
             parts.append(f"{name} not deployed")

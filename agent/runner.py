@@ -9,10 +9,11 @@ from .config import AppConfig
 from .errors import StopRequested, TemporaryError, ZddError
 from .ledger import Ledger
 from .logcontext import deploy_context
+from .probation import Watch
 from .reconcile import LEFT_TO_CONVERGE
 from .reference import parse_reference
-from .state import HistoryEntry, State
-from .swap import Swap
+from .state import HistoryEntry, Running, State
+from .swap import Outcome, Swap
 from .systemd import NOTICE
 
 log = logging.getLogger("zdd.agent")
@@ -22,6 +23,7 @@ log = logging.getLogger("zdd.agent")
 class Ran:
     failure: str = ""  # for STATUS: what failed, when the deploy did
     converge_first: bool = False  # something did not answer (or a bug): converge before the next deploy
+    probation: Outcome | None = None  # live and in probation: the agent watches it (probation.py)
 
 
 class DeployRunner:
@@ -65,21 +67,51 @@ class DeployRunner:
                 self.ledger.failed(entry, f"internal error: {err!r}", app_state.phase_data.get("image", ""))
                 ran = Ran(failure=f"{what}: internal error", converge_first=True)
             else:
-                if outcome.changed:
-                    app_state.previous_tag = current.tag if current else ""
-                    app_state.previous_reference = current.reference if current else ""
-                    log.log(
-                        NOTICE,
-                        "%s: deploy %s succeeded in %.1fs",
-                        what,
-                        entry.deploy_id,
-                        self.clock() - entry.started_at,
-                    )
-                self.ledger.succeeded(entry, outcome.running.image_id, outcome.changed)
-                app_state.current = outcome.running
+                if outcome.probation_until is not None:
+                    # The entry stays running and the phase journal says "probation" until it ends.
+                    log.log(NOTICE, "%s: deploy %s is live; its probation decides", what, entry.deploy_id)
+                    self.save()
+                    return Ran(probation=outcome)
+                self._succeeded(app, entry, outcome.running, current, outcome.changed, what)
             app_state.phase, app_state.phase_data = "", {}
             self.save()
         return ran
+
+    def end_probation(self, watch: Watch, error: ZddError | None) -> Ran:
+        """The probation of a live version ended: passed (its old container retired), failed (traffic
+        back on the old one), or cut short by an outage (the converger finishes it from the journal)."""
+        app, app_state = watch.app, self.state.app(watch.app.name)
+        entry = next((e for e in self.state.history if e.deploy_id == watch.deploy_id), None)
+        what = watch.what
+        with deploy_context(app.name, watch.new.tag, watch.deploy_id):
+            if isinstance(error, TemporaryError):
+                log.warning("%s: deploy %s: %s; the rest follows once that answers", what, watch.deploy_id, error)
+                self.save()
+                return Ran(converge_first=True)
+            ran = Ran()
+            if error is not None:
+                log.error("%s: deploy %s failed: %s", what, watch.deploy_id, error)
+                if entry:
+                    self.ledger.failed(entry, str(error), watch.new.image_id)
+                ran = Ran(failure=f"{what}: {error}")
+            elif entry:
+                self._succeeded(app, entry, watch.new, watch.old, True, what)
+            else:  # its history entry was trimmed away meanwhile: the state must still say what serves
+                app_state.current = watch.new
+            app_state.phase, app_state.phase_data = "", {}
+            self.save()
+        return ran
+
+    def _succeeded(
+        self, app: AppConfig, entry: HistoryEntry, new: Running, old: Running | None, changed: bool, what: str
+    ) -> None:
+        app_state = self.state.app(app.name)
+        if changed:
+            app_state.previous_tag = old.tag if old else ""
+            app_state.previous_reference = old.reference if old else ""
+            log.log(NOTICE, "%s: deploy %s succeeded in %.1fs", what, entry.deploy_id, self.clock() - entry.started_at)
+        self.ledger.succeeded(entry, new.image_id, changed)
+        app_state.current = new
 
     def _after_temporary_failure(self, app: AppConfig, entry: HistoryEntry, err: TemporaryError, what: str) -> Ran:
         """dockerd, Caddy, zdd dns or the registry did not answer. The agent converges first (waiting

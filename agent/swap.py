@@ -2,14 +2,14 @@
 
 pull -> start beside the old -> health gate -> switch (route [new, old]: every new request goes to new)
 -> measured drain of the old -> route [new] only -> probation (the old stays running, unrouted, and
-takes the traffic back if the new one dies or turns unhealthy) -> stop and remove the old.
+takes the traffic back if the new one dies or turns unhealthy; watched by probation.py while the agent
+goes on with other apps) -> stop and remove the old (retire).
 
 This module imports no SDK: Docker, Caddy, HTTP probes, the clock and the phase journal come in as
 the small Protocols below, so the order of steps and every failure path can be tested over fakes.
 """
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,6 +89,10 @@ class Journal(Protocol):
 class Outcome:
     running: Running
     changed: bool  # False: the requested version was already live
+    # Live, and in its probation until then (epoch seconds): probation.py watches it while the agent goes
+    # on with other apps; `old` is kept running, unrouted, to take the traffic back. None: the deploy is done.
+    probation_until: float | None = None
+    old: Running | None = None
 
 
 class Swap:
@@ -162,33 +166,50 @@ class Swap:
         except BaseException:
             self._discard(app, container, what)
             raise
-        self._after_switch(app, new, current, deploy_id)
-        return Outcome(new, changed=True)
+        until = self._after_switch(app, new, current, deploy_id)
+        return Outcome(new, changed=True, probation_until=until, old=current if until is not None else None)
 
     def finish(
         self, app: AppConfig, new: Running, old: Running | None, deploy_id: str, probation_until: float | None = None
-    ) -> None:
+    ) -> float | None:
         """How a restarted agent completes a deploy that had switched before it died: route as the
-        switch did, then everything after it. Died in probation: the old one is drained already, so
-        only the rest of the probation and the stop remain."""
+        switch did, then everything after it. Died in probation: the old one is drained already; the
+        rest of the probation is returned (epoch seconds) for probation.py to watch, or None when done."""
         drained = probation_until is not None
         self.router.route(app, [new.address, old.address] if old and not drained else [new.address])
-        self._after_switch(app, new, old, deploy_id, probation_until)
+        return self._after_switch(app, new, old, deploy_id, probation_until)
 
     def _after_switch(
         self, app: AppConfig, new: Running, old: Running | None, deploy_id: str, probation_until: float | None = None
-    ) -> None:
-        """Drain the old container, route only the new one, keep the old through the probation, then
-        stop and remove it."""
+    ) -> float | None:
+        """Drain the old container and route only the new one. With a probation left, journal it and
+        return its end: the old stays running, unrouted, and probation.py watches the new one. Else stop
+        and remove the old."""
         if old is None:
-            return
+            return None
         what = f"{app.name}: {old.tag} -> {new.tag}"
         if probation_until is None:
             self.journal.enter(app.name, "draining", deploy=deploy_id, **phase_data(new, old))
             self._drain(app, old, what)
             self.router.route(app, [new.address])
             probation_until = self.clock.time() + app.probation
-        self._probation(app, new, old, deploy_id, probation_until, what)
+        left = probation_until - self.clock.time()
+        if left > 0 and self.stopping():
+            log.info("%s: probation cut short: zdd is stopping; %s has served without fault", what, new.tag)
+        elif left > 0:
+            self.journal.enter(
+                app.name, "probation", deploy=deploy_id, until=f"{probation_until:.3f}", **phase_data(new, old)
+            )
+            kept = human_duration(left)
+            self.status(f"{what}: probation ({old.tag} kept ready for {kept})")
+            log.info("%s: probation: %s stays running, unrouted, for %s", what, old.container_name, kept)
+            return probation_until
+        self.retire(app, new, old, deploy_id)
+        return None
+
+    def retire(self, app: AppConfig, new: Running, old: Running, deploy_id: str) -> None:
+        """The old version's end, once the new one has served its probation: stop it, then remove it."""
+        what = f"{app.name}: {old.tag} -> {new.tag}"
         self.journal.enter(app.name, "stopping", deploy=deploy_id, **phase_data(new, old))
         self.status(f"{what}: stopping {old.tag}")
         started = self.clock.monotonic()
@@ -217,53 +238,7 @@ class Swap:
         else:
             log.info("%s took %.1fs, exit code %s", stopping, took, "unknown" if code is None else code)
 
-    def _probation(self, app: AppConfig, new: Running, old: Running, deploy_id: str, until: float, what: str) -> None:
-        """Watch the new container while the old one waits, running and unrouted. A failure here routes
-        back to the old one and raises; the deploy is then recorded as failed."""
-        if self.clock.time() >= until:
-            return
-        self.journal.enter(app.name, "probation", deploy=deploy_id, until=f"{until:.3f}", **phase_data(new, old))
-        self.status(f"{what}: probation ({old.tag} kept ready for {human_duration(until - self.clock.time())})")
-        log.info(
-            "%s: probation: %s stays running, unrouted, for %s",
-            what,
-            old.container_name,
-            human_duration(until - self.clock.time()),
-        )
-        started = self.clock.monotonic()
-        # The epoch deadline is for the journal (a restart resumes it); in-process the monotonic clock
-        # decides, so that an NTP step of the wall clock neither stretches nor skips the probation.
-        deadline = started + (until - self.clock.time())
-        failed, url, shown = 0, _probe_url(new.address, app), -1
-        while self.clock.monotonic() < deadline:
-            left = math.ceil(deadline - self.clock.monotonic())
-            if left != shown:  # once a second: `zdd deploy --wait` shows the time left
-                shown = left
-                self.status(f"{what}: probation, {left}s left ({old.tag} kept ready)")
-            if self.stopping():
-                log.info("%s: probation cut short: zdd is stopping; %s has served without fault", what, new.tag)
-                return
-            try:
-                exited = self.runtime.exit_reason(new.container_id)
-            except TemporaryError as err:
-                # Docker cannot say; the health check below still can.
-                log.warning("%s: probation: cannot inspect %s (%s)", what, new.container_name, err)
-                exited = None
-            reason = f"container {new.container_name} {exited}" if exited else ""
-            if not reason:
-                failure = self.prober.check(new.address, app.health)
-                failed = failed + 1 if failure else 0
-                if failed >= app.health_successes:
-                    reason = f"health check {url} failed {failed} times in a row (last: {failure})"
-            if reason:
-                if self._old_is_gone(new, old, what, reason):
-                    return
-                self._roll_back(app, new, old, deploy_id, what, reason, started)
-            self.tick()
-            self.clock.sleep(app.health_interval)
-        log.info("%s: probation passed; %s has served for %s", what, new.tag, human_duration(app.probation))
-
-    def _old_is_gone(self, new: Running, old: Running, what: str, reason: str) -> bool:
+    def old_is_gone(self, new: Running, old: Running, what: str, reason: str) -> bool:
         """Going back needs the old container running; if it is not, the new one stays (Docker's restart
         policy is all that is left to it) and the probation ends."""
         try:
@@ -274,10 +249,10 @@ class Swap:
         log.error("%s: %s, but %s is not running either: %s stays", what, reason, old.container_name, new.tag)
         return True
 
-    def _roll_back(
-        self, app: AppConfig, new: Running, old: Running, deploy_id: str, what: str, reason: str, started: float
-    ) -> None:
-        after = f"{self.clock.monotonic() - started:.1f}s into its probation of {human_duration(app.probation)}"
+    def roll_back(self, app: AppConfig, new: Running, old: Running, deploy_id: str, reason: str, after: str) -> None:
+        """The new version failed its probation (`after`: when, as the log says it): route back to the
+        old one, then stop and remove the new one. Raises PermanentError, the deploy's failure."""
+        what = f"{app.name}: {old.tag} -> {new.tag}"
         log.error("%s: %s: %s; routing back to %s", what, after, reason, old.tag)
         self.status(f"{what}: rolling back to {old.tag}")
         # Journalled first: an agent that dies from here on finishes going back when it restarts.
@@ -406,7 +381,7 @@ class Swap:
         started = self.clock.monotonic()
         deadline = started + app.start_timeout
         passed, probes, last = 0, 0, "no probe answered yet"
-        url = _probe_url(new.address, app)
+        url = probe_url(new.address, app)
         while True:
             exited = self.runtime.exit_reason(new.id)
             if exited:
@@ -524,7 +499,7 @@ class Swap:
             log.warning("%s: cannot keep the output of %s: %s", app.name, name, err)
 
 
-def _probe_url(address: str, app: AppConfig) -> str:
+def probe_url(address: str, app: AppConfig) -> str:
     """What the health check asks, as the operator reads it in a failure."""
     url = f"http://{address}{app.health_path}"
     return f"{url} (Host: {app.health_host})" if app.health_host else url

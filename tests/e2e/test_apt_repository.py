@@ -10,7 +10,6 @@ Docker as in test_packaged.py (Machine.before_zdd/after_zdd): the host's engine,
 """
 
 import functools
-import http.client
 import http.server
 import os
 import shutil
@@ -29,7 +28,7 @@ from tests.support import images
 from tests.support.agent_process import remove_app_containers
 from tests.support.load import LoadClient
 from tests.support.machine import Machine, host_docker_client
-from tests.support.net import free_port
+from tests.support.net import free_port, http_get
 
 README_URL = "https://apt.example.org/zdd"  # the README's stand-in for the repository's address
 KEY = "archive@zdd.test"
@@ -144,16 +143,6 @@ def forget_downloaded_zdd(m: Machine) -> None:
     m.sh("rm -f /var/cache/apt/archives/zdd_*.deb /var/cache/apt/archives/partial/zdd_*")
 
 
-def long_get(path: str, timeout: float) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", SITE_PORT, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read().decode().strip()
-    finally:
-        conn.close()
-
-
 def status_text(m: Machine) -> str:
     return m.run("systemctl", "show", "-p", "StatusText", "--value", "zdd").stdout.strip()
 
@@ -222,7 +211,9 @@ def test_apt_upgrade_during_a_drain_drops_nothing_and_the_deploy_ends(machine, w
     held: list[tuple[int, str]] = []
     with LoadClient(SITE_PORT, slow_workers=1) as load:
         time.sleep(1)
-        holder = threading.Thread(target=lambda: held.append(long_get(f"/cgi-bin/sleep?{HOLD}", HOLD + 20)))
+        holder = threading.Thread(
+            target=lambda: held.append(http_get(SITE_PORT, f"/cgi-bin/sleep?{HOLD}", timeout=HOLD + 20))
+        )
         holder.start()  # on v2: the drain of v2 lasts until it is answered
         time.sleep(0.5)
         machine.sh("echo v3 > /var/lib/zdd/queue")

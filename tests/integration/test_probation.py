@@ -8,8 +8,10 @@ import tomllib
 import pytest
 
 from tests.integration.test_deploy import assert_no_failures, wait_until
+from tests.support.agent_process import write_config
 from tests.support.images import SLOW_SECONDS
 from tests.support.load import LoadClient
+from tests.support.net import free_port, http_get
 from zdd.caddy import CaddyRouter
 from zdd.state import StateStore
 
@@ -135,3 +137,84 @@ class RouteWatch:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def two_apps(stack, web: dict) -> int:
+    """Two apps, web and api, each behind a site block of the same Caddy; the agent started. Returns
+    api's site port."""
+    app = tomllib.loads(stack.config_path.read_text())["apps"]["web"]
+    write_config(
+        stack.config_path,
+        stack.state_dir,
+        stack.caddy.admin,
+        stack.caddy.caddyfile,
+        stack.network,
+        {"web": {**app, **web}, "api": app},
+        stack.resolver,
+        stack.caddy.binary,
+    )
+    api_port = free_port()
+    api_site = f"\n:{api_port} {{\n\timport {stack.snippet.with_name('api.caddy')}\n}}\n"
+    stack.caddy.caddyfile.write_text(stack.caddy.caddyfile.read_text() + api_site)
+    stack.start()
+    return api_port
+
+
+@ONLY_DEBIAN_CADDY
+def test_one_apps_probation_does_not_hold_another_apps_deploy(stack):
+    # Issue 14.3: apps deploy one at a time, but a probation is watched beside them, not in a deploy.
+    # web (20 s probation) and api (none), each with its site block and its load.
+    api_port = two_apps(stack, web={"probation": "20s"})
+    for name in ("web", "api"):
+        assert stack.agent.cli("deploy", name, "v1", "--wait").returncode == 0
+    with LoadClient(stack.caddy.port) as web_load, LoadClient(api_port) as api_load:
+        time.sleep(1)
+        assert stack.agent.cli("deploy", "web", "v2").returncode == 0
+        wait_until(lambda: "web v2 in probation" in stack.agent.notify.statuses()[-1], 30, "web's probation")
+        started = time.monotonic()
+        api = stack.agent.cli("deploy", "api", "v2", "--wait", "--timeout", "60", timeout=70)
+        api_took = time.monotonic() - started
+        state = StateStore(stack.state_dir).load()
+        web_entry = next(e for e in state.history if e.app == "web" and e.tag == "v2")
+        assert web_entry.result == "running" and state.app("web").phase == "probation"  # still watched
+        assert running_tags(stack) == ["v1", "v2"]  # web's old version, kept ready
+        wait_until(lambda: running_tags(stack) == ["v2"], 40, "web's probation to pass")
+        time.sleep(SLOW_SECONDS)
+    print(f"api deployed in {api_took:.1f}s during web's 20s probation")
+    assert api.returncode == 0, api.stderr
+    assert api_took < 15, f"api's deploy took {api_took:.1f}s: it waited for web's probation"
+    assert_no_failures(stack, web_load)
+    assert api_load.failures == [], api_load.summary()
+    state = StateStore(stack.state_dir).load()
+    ended = {e.app: e for e in state.history if e.tag == "v2"}
+    assert ended["web"].result == ended["api"].result == "succeeded"
+    assert ended["api"].ended_at < ended["web"].ended_at
+    assert (state.app("web").current.tag, state.app("api").current.tag) == ("v2", "v2")
+    assert "web: v1 -> v2: probation passed" in stack.agent.log
+
+
+@ONLY_DEBIAN_CADDY
+def test_a_probation_is_watched_while_another_app_deploys(stack):
+    # web's new version dies 6 s into a 60 s probation, while api's deploy is held in its drain by a long
+    # request: web goes back to v1 then, not once api's deploy is over.
+    api_port = two_apps(stack, web={"probation": "60s"})
+    for name in ("web", "api"):
+        assert stack.agent.cli("deploy", name, "v1", "--wait").returncode == 0
+    assert stack.agent.cli("deploy", "web", "dies").returncode == 0
+    wait_until(lambda: "web dies in probation" in stack.agent.notify.statuses()[-1], 30, "web's probation")
+    held: list[tuple[int, str]] = []
+    with LoadClient(api_port) as api_load:
+        holder = threading.Thread(target=lambda: held.append(http_get(api_port, "/cgi-bin/sleep?12", timeout=30)))
+        holder.start()
+        time.sleep(0.5)
+        api = stack.agent.cli("deploy", "api", "v2", "--wait", "--timeout", "60", timeout=70)
+        holder.join()
+    assert api.returncode == 0, api.stderr
+    assert held == [(200, "v1")]  # api's drain waited for it
+    assert api_load.failures == [], api_load.summary()
+    state = StateStore(stack.state_dir).load()
+    (web_entry,) = [e for e in state.history if e.app == "web" and e.tag == "dies"]
+    (api_entry,) = [e for e in state.history if e.app == "api" and e.tag == "v2"]
+    assert web_entry.result == "failed" and "traffic is back on v1" in web_entry.reason
+    assert web_entry.ended_at < api_entry.ended_at - 3, (web_entry.ended_at, api_entry.ended_at)
+    assert stack.caddy.get() == (200, "v1")

@@ -159,12 +159,13 @@ class AgentProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def remove_app_containers(client: docker.DockerClient, network: str, app: str = "web") -> None:
-    """After a test, demo or benchmark: the app's containers on its own network, and the network, go.
-    Only that network's: a demo, a benchmark or another test may run its own zdd on this engine."""
-    labels = {"label": [f"zdd.app={app}", f"zdd.network={network}"]}
+def remove_app_containers(client: docker.DockerClient, network: str, app: str | None = None) -> None:
+    """After a test, demo or benchmark: the apps' containers (or one app's) on its own network, and the
+    network, go. Only that network's: a demo, a benchmark or another test may run its own zdd on this engine."""
+    label = f"zdd.app={app}" if app else "zdd.app"
+    labels = {"label": [label, f"zdd.network={network}"]}
     found = client.containers.list(all=True, filters=labels, ignore_removed=True)
-    found += client.containers.list(all=True, filters={"label": f"zdd.app={app}", "network": network})
+    found += client.containers.list(all=True, filters={"label": label, "network": network})
     for container in {c.id: c for c in found}.values():
         try:
             container.remove(force=True)

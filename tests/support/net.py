@@ -34,9 +34,9 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def http_get(port: int, path: str = "/") -> tuple[int, str]:
+def http_get(port: int, path: str = "/", timeout: float = 10) -> tuple[int, str]:
     """One GET on a new connection to 127.0.0.1:port: (status, body stripped)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", path)
         response = conn.getresponse()

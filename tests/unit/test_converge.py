@@ -142,3 +142,21 @@ def test_a_release_container_goes_once_its_deploy_ended_but_never_while_it_runs(
     assert world["runtime"].releases == {"d0": "r-d0"}
     world["c"].converge([APP])  # it has ended now (exit_code answers 0)
     assert world["runtime"].releases == {} and "remove r-d0" in world["log"]
+
+
+def test_a_crash_in_probation_hands_the_rest_of_it_to_the_watch_and_leaves_the_deploy_running(world):
+    watched = []
+    world["c"].on_probation = lambda app, deploy, new, old, until: watched.append((deploy, new.tag, old.tag, until))
+    until = world["c"].swap.clock.time() + 20.0
+    running_deploy(world, "probation", {**V2_PHASE, "until": f"{until:.3f}"})
+    world["runtime"].found = [V1_FOUND, V2_FOUND]
+    world["c"].converge([replace(APP, probation=30.0)])
+    assert watched == [("d2", "v2", "v1", pytest.approx(until))]
+    app_state = world["state"].app("web")
+    assert app_state.phase == "probation" and app_state.current == V1  # the watch ends it, not the converger
+    assert world["router"].routes[-1] == ["10.0.0.2:8080"] and not any(e.startswith("stop") for e in world["log"])
+    assert [e.result for e in world["state"].history] == ["running"]
+    world["c"].watching = lambda app: True  # while watched, converging leaves the app alone
+    before = list(world["log"])
+    world["c"].converge([replace(APP, probation=30.0)])
+    assert [e for e in world["log"] if e not in before and not e.startswith("ensure network")] == []

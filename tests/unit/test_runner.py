@@ -102,3 +102,35 @@ def test_a_stop_during_the_release_queues_it_again_without_using_its_retry(world
     ran = world["runner"].run(releasing, world["ledger"].next_request("web"))
     assert entry.result == Result.QUEUED and entry.attempts == 0 and ran.converge_first
     assert "zdd is stopping; the release command runs on" in entry.reason
+
+
+def test_a_deploy_in_probation_stays_running_until_its_watch_ends_it(world):
+    from zdd.probation import Watch
+
+    world["runner"].swap.clock.now = 1000.0
+    on_probation = replace(APP, probation=30.0)
+    entry = world["ledger"].record("web", "v2", "r/web:v2", 1.0, -1)
+    ran = world["runner"].run(on_probation, world["ledger"].next_request("web"))
+    app_state = world["state"].app("web")
+    # Live, and the agent goes on: the entry is running, the journal says probation, v1 is still "current"
+    # (what a restart would go back to).
+    assert ran.probation and ran.probation.old == V1 and not ran.failure
+    assert entry.result == Result.RUNNING and app_state.phase == "probation" and app_state.current == V1
+    watch = Watch(on_probation, entry.deploy_id, ran.probation.running, V1, deadline=0.0, started=0.0)
+    assert world["runner"].end_probation(watch, None) == type(ran)()
+    assert entry.result == Result.SUCCEEDED and app_state.current.tag == "v2" and app_state.previous_tag == "v1"
+    assert app_state.phase == ""
+
+
+def test_a_failed_probation_fails_the_deploy_and_keeps_the_old_version_current(world):
+    from zdd.errors import PermanentError
+    from zdd.probation import Watch
+
+    on_probation = replace(APP, probation=30.0)
+    entry = world["ledger"].record("web", "v2", "r/web:v2", 1.0, -1)
+    ran = world["runner"].run(on_probation, world["ledger"].next_request("web"))
+    watch = Watch(on_probation, entry.deploy_id, ran.probation.running, V1, deadline=0.0, started=0.0)
+    ended = world["runner"].end_probation(watch, PermanentError("web: v1 -> v2: failed 3.0s into its probation"))
+    assert entry.result == Result.FAILED and "3.0s into its probation" in entry.reason
+    assert ended.failure.startswith("web: v1 -> v2: ") and world["state"].app("web").current == V1
+    assert world["state"].app("web").phase == ""

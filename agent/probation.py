@@ -1,0 +1,147 @@
+"""Probations, watched while the agent goes on with other apps (docs/ARCHITECTURE.md, section 2).
+
+A deploy that has switched and drained leaves its new version in probation: the old container stays
+running, unrouted, ready to take the traffic back. The agent polls each probation here, at the app's
+health_interval: from the main loop, and from the ticks of another app's deploy (the ticks that ping
+the watchdog while it waits on Docker, a probe or Caddy), so one app's 30 s probation no longer holds
+the others' deploys and is still watched while they run. The same app's next deploy waits for it to end
+(daemon.run_pending).
+
+Imports no SDK: the checks go through the swap's Protocols, like the swap itself.
+"""
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .config import AppConfig
+from .errors import TemporaryError, ZddError
+from .logcontext import deploy_context
+from .state import Running
+from .swap import Swap, probe_url
+from .units import human_duration
+
+log = logging.getLogger("zdd.swap")
+
+
+@dataclass
+class Watch:
+    app: AppConfig
+    deploy_id: str
+    new: Running
+    old: Running
+    deadline: float  # monotonic: the epoch end is in the journal (a restart resumes it); in-process the
+    started: float  # monotonic clock decides, so an NTP step neither stretches nor skips a probation
+    failed: int = 0  # health checks failed in a row
+    due: float = 0.0  # monotonic: the next check
+
+    @property
+    def what(self) -> str:
+        return f"{self.app.name}: {self.old.tag} -> {self.new.tag}"
+
+
+class Probations:
+    def __init__(self, swap: Callable[[], Swap], on_end: Callable[[Watch, ZddError | None], None]):
+        # A callable: a config reload rebuilds the swap (its adapters); the probations go on.
+        self.swap, self.on_end = swap, on_end
+        self.watches: dict[str, Watch] = {}
+        self._polling = False
+
+    def watch(self, app: AppConfig, deploy_id: str, new: Running, old: Running, until: float) -> None:
+        """Start watching (after a deploy, or resumed by the converger after a restart) until `until`."""
+        if app.name in self.watches:
+            return
+        clock = self.swap().clock
+        now = clock.monotonic()
+        left = max(0.0, until - clock.time())
+        self.watches[app.name] = Watch(
+            app, deploy_id, new, old, deadline=now + left, started=now - max(0.0, app.probation - left), due=now
+        )
+
+    def active(self, app: str) -> bool:
+        return app in self.watches
+
+    def due_in(self) -> float | None:
+        """Seconds until the next check is due, None when no probation runs."""
+        if not self.watches:
+            return None
+        now = self.swap().clock.monotonic()
+        return max(0.0, min(w.due for w in self.watches.values()) - now)
+
+    def status(self) -> dict[str, str]:
+        """`v2 in probation, 12s left (v1 kept ready)` per app, for STATUS between deploys."""
+        now = self.swap().clock.monotonic()
+        return {
+            name: f"{w.new.tag} in probation, {math.ceil(max(0.0, w.deadline - now))}s left ({w.old.tag} kept ready)"
+            for name, w in self.watches.items()
+        }
+
+    def poll(self) -> None:
+        """Check every probation that is due; end those that passed or failed. Also called from the
+        ticks of another app's deploy; a check's own Docker calls tick too, hence the guard."""
+        if self._polling:
+            return
+        self._polling = True
+        try:
+            for watch in list(self.watches.values()):
+                if self.swap().clock.monotonic() >= watch.due:
+                    with deploy_context(watch.app.name, watch.new.tag, watch.deploy_id):
+                        self._check(watch)
+        finally:
+            self._polling = False
+
+    def cut_short(self) -> None:
+        """zdd is stopping: the new versions have served without fault so far; their old ones go now,
+        rather than run on unwatched (an `apt remove` would leave them behind)."""
+        for watch in list(self.watches.values()):
+            with deploy_context(watch.app.name, watch.new.tag, watch.deploy_id):
+                log.info(
+                    "%s: probation cut short: zdd is stopping; %s has served without fault", watch.what, watch.new.tag
+                )
+                self._end(watch, self._retire)
+
+    def _check(self, watch: Watch) -> None:
+        swap, app = self.swap(), watch.app
+        now = swap.clock.monotonic()
+        watch.due = now + app.health_interval  # first: a check that raises is not retried at every tick
+        if now >= watch.deadline:
+            served = human_duration(app.probation)
+            log.info("%s: probation passed; %s has served for %s", watch.what, watch.new.tag, served)
+            self._end(watch, self._retire)
+            return
+        swap.status(f"{watch.what}: probation, {math.ceil(watch.deadline - now)}s left ({watch.old.tag} kept ready)")
+        try:
+            exited = swap.runtime.exit_reason(watch.new.container_id)
+        except TemporaryError as err:
+            # Docker cannot say; the health check below still can.
+            log.warning("%s: probation: cannot inspect %s (%s)", watch.what, watch.new.container_name, err)
+            exited = None
+        reason = f"container {watch.new.container_name} {exited}" if exited else ""
+        if not reason:
+            failure = swap.prober.check(watch.new.address, app.health)
+            watch.failed = watch.failed + 1 if failure else 0
+            if watch.failed >= app.health_successes:
+                url = probe_url(watch.new.address, app)
+                reason = f"health check {url} failed {watch.failed} times in a row (last: {failure})"
+        if not reason:
+            return
+        if swap.old_is_gone(watch.new, watch.old, watch.what, reason):
+            self._end(watch, self._retire)
+            return
+        after = f"{now - watch.started:.1f}s into its probation of {human_duration(app.probation)}"
+        self._end(watch, lambda w: self.swap().roll_back(w.app, w.new, w.old, w.deploy_id, reason, after))
+
+    def _retire(self, watch: Watch) -> None:
+        self.swap().retire(watch.app, watch.new, watch.old, watch.deploy_id)
+
+    def _end(self, watch: Watch, step: Callable[[Watch], None]) -> None:
+        """Run the last step (retire the old, or roll back); the deploy then ends, as on_end records it.
+        A step Docker or Caddy could not finish (TemporaryError) is the converger's, from the journal."""
+        del self.watches[watch.app.name]
+        try:
+            step(watch)
+        except ZddError as err:
+            self.on_end(watch, err)
+        else:
+            self.on_end(watch, None)
