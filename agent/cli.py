@@ -244,6 +244,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             "since": current.since if current else None,
             "previous": app_state.previous_tag or None,
             "phase": app_state.phase or None,
+            # In probation the new version serves and `current` is still the old one, kept ready to go back to.
+            "in_probation": app_state.phase_data.get("tag") if app_state.phase == "probation" else None,
             "last_deploy": {"tag": last.tag, "result": last.result, "reason": last.reason, "ended_at": last.ended_at}
             if last
             else None,
@@ -258,7 +260,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 if item["current"]
                 else f"{name}: nothing deployed"
             )
-            if item["phase"]:
+            if item["in_probation"]:
+                line += f"; {item['in_probation']} serves, in probation ({item['current']} kept ready)"
+            elif item["phase"]:
                 line += f"; deploy in progress: {item['phase']}"
             last = item["last_deploy"]
             if last:

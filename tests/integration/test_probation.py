@@ -171,6 +171,7 @@ def test_one_apps_probation_does_not_hold_another_apps_deploy(stack):
         time.sleep(1)
         assert stack.agent.cli("deploy", "web", "v2").returncode == 0
         wait_until(lambda: "web v2 in probation" in stack.agent.notify.statuses()[-1], 30, "web's probation")
+        assert "; v2 serves, in probation (v1 kept ready)" in stack.agent.cli("status").stdout
         started = time.monotonic()
         api = stack.agent.cli("deploy", "api", "v2", "--wait", "--timeout", "60", timeout=70)
         api_took = time.monotonic() - started
