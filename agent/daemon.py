@@ -155,7 +155,7 @@ class Agent:
         if self.deploying is not None and not self.stop_requested:
             # Another app's deploy runs: its waits tick here, and the probations are watched meanwhile.
             try:
-                self.probations.poll()
+                self.probations.poll(nested=True)
             except Exception:  # a bug there must not fail the deploy that ticked
                 log.exception("internal error while watching the probations; retrying")
 
@@ -240,6 +240,7 @@ class Agent:
             self._build(previous)
             log.error("reload refused, keeping the running config: %s", err)
         else:
+            self.probations.reconfigure(config.apps)
             self.router.ensure_snippets({})
             self.converged = False  # converge with the new settings (e.g. a new caddy.resolver)
             log.log(NOTICE, "reloaded config %s (%d apps)", config.source, len(config.apps))
@@ -302,10 +303,9 @@ class Agent:
                     self.reload_requested = False
                     self.reload_config()
                 self.intake.take()  # on every wake-up: inotify may merge or drop events
+                self.probations.poll()  # a watched app's own checks: whatever converging the others needs
                 if not self.converged:
                     self.try_converge()
-                if self.converged:
-                    self.probations.poll()
                 if self.converged:
                     self.run_pending()
             except ZddError as err:
@@ -319,6 +319,8 @@ class Agent:
                 self.notifier.status(self.idle_status())
         self.tick()  # announces STOPPING=1 if the signal came while idle
         try:
+            if self.probations.watches:  # their old containers' stops, beyond TimeoutStopSec if need be
+                self.notifier.send(f"EXTEND_TIMEOUT_USEC={int(self.probations.stop_bound() * 1e6)}")
             self.probations.cut_short()
         except Exception:  # the journal says "probation": the next start finishes what this could not
             log.exception("internal error while ending the probations; the next start finishes them")
@@ -327,10 +329,13 @@ class Agent:
 
     def run_pending(self) -> None:
         for name, app in self.config.apps.items():
-            if self.stop_requested:
+            if self.stop_requested or not self.converged:
                 return
             if self.probations.active(name):
                 continue  # its next deploy waits for the probation's verdict; other apps' do not
+            if self.state.app(name).phase:  # a deploy's end left to the converger (an outage cut it short)
+                self.converged = False
+                return
             entry = self.ledger.next_request(name)
             if not entry:
                 continue

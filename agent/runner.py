@@ -97,6 +97,7 @@ class DeployRunner:
             elif entry:
                 self._succeeded(app, entry, watch.new, watch.old, True, what)
             else:  # its history entry was trimmed away meanwhile: the state must still say what serves
+                app_state.previous_tag, app_state.previous_reference = watch.old.tag, watch.old.reference
                 app_state.current = watch.new
             app_state.phase, app_state.phase_data = "", {}
             self.save()

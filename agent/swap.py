@@ -249,11 +249,32 @@ class Swap:
         log.error("%s: %s, but %s is not running either: %s stays", what, reason, old.container_name, new.tag)
         return True
 
-    def roll_back(self, app: AppConfig, new: Running, old: Running, deploy_id: str, reason: str, after: str) -> None:
+    def send_back(self, app: AppConfig, new: Running, old: Running, deploy_id: str, reason: str, after: str) -> None:
+        """The first, quick part of a roll-back: journal it, route back to the old one. roll_back(...,
+        sent_back=True) does the rest later (and routes again: one not confirmed here is tried there)."""
+        what = f"{app.name}: {old.tag} -> {new.tag}"
+        log.error("%s: %s: %s; routing back to %s", what, after, reason, old.tag)
+        self.journal.enter(app.name, ROLLING_BACK, deploy=deploy_id, **phase_data(new, old))
+        try:
+            self.router.route(app, [old.address])
+        except ZddError as err:
+            log.warning("%s: the route back to %s is not confirmed yet (%s)", what, old.tag, err)
+
+    def roll_back(
+        self,
+        app: AppConfig,
+        new: Running,
+        old: Running,
+        deploy_id: str,
+        reason: str,
+        after: str,
+        sent_back: bool = False,
+    ) -> None:
         """The new version failed its probation (`after`: when, as the log says it): route back to the
         old one, then stop and remove the new one. Raises PermanentError, the deploy's failure."""
         what = f"{app.name}: {old.tag} -> {new.tag}"
-        log.error("%s: %s: %s; routing back to %s", what, after, reason, old.tag)
+        if not sent_back:  # else send_back said it
+            log.error("%s: %s: %s; routing back to %s", what, after, reason, old.tag)
         self.status(f"{what}: rolling back to {old.tag}")
         # Journalled first: an agent that dies from here on finishes going back when it restarts.
         self.journal.enter(app.name, ROLLING_BACK, deploy=deploy_id, **phase_data(new, old))

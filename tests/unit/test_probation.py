@@ -187,3 +187,40 @@ def test_two_apps_in_probation_are_watched_each_on_its_own(watched):
         for app, _, _ in watched["ended"]:
             ended_at.setdefault(app, watched["clock"].now)
     assert ended_at["api"] < ended_at["web"]  # the shorter one ended first, not after the other
+
+
+def test_from_another_deploys_ticks_a_crash_is_sent_back_at_once_and_the_rest_waits_for_the_loop(watched):
+    # Called nested (another app's deploy ticks): no stop may run there, the deploy's own deadlines run.
+    watched["runtime"].exits_after_probes = 3
+    outcome = watched["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
+    watched["probations"].watch(ON_PROBATION, "d1", outcome.running, V1, outcome.probation_until)
+    watched["probations"].poll(nested=True)  # still up
+    watched["clock"].sleep(0.5)
+    watched["probations"].poll(nested=True)  # exited
+    assert watched["router"].routes[-1] == ["10.0.0.1:8080"] and watched["journal"].phases[-1] == "rolling-back"
+    assert not any(e.startswith(("stop", "remove")) for e in watched["log"]) and watched["ended"] == []
+    assert watched["probations"].due_in() == 0.0  # the main loop finishes it next
+    watched["probations"].poll()
+    assert watched["log"][-2:] == ["stop c2 timeout=7", "remove c2"]
+    ((_, _, error),) = watched["ended"]
+    assert "failed 0.5s into its probation of 2s: container zdd-web-d1 exited" in str(error)
+
+
+def test_from_another_deploys_ticks_a_passed_probation_waits_for_the_loop_to_stop_the_old(watched):
+    outcome = watched["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
+    watched["probations"].watch(ON_PROBATION, "d1", outcome.running, V1, outcome.probation_until)
+    watched["clock"].sleep(2.0)
+    watched["probations"].poll(nested=True)
+    assert not any(e.startswith("stop") for e in watched["log"]) and watched["ended"] == []
+    watched["probations"].poll()
+    assert watched["log"][-2:] == ["stop c1 timeout=7", "remove c1"] and watched["ended"] == [("web", "d1", None)]
+
+
+def test_a_bug_while_ending_a_probation_leaves_it_to_the_converger(watched):
+    outcome = watched["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
+    watched["probations"].watch(ON_PROBATION, "d1", outcome.running, V1, outcome.probation_until)
+    watched["swap"].retire = lambda *args: 1 / 0
+    watched["clock"].sleep(2.0)
+    watched["probations"].poll()
+    ((_, _, error),) = watched["ended"]
+    assert isinstance(error, TemporaryError) and "ZeroDivisionError" in str(error)
