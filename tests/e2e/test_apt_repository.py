@@ -32,7 +32,10 @@ from tests.support.net import free_port, http_get
 
 README_URL = "https://apt.example.org/zdd"  # the README's stand-in for the repository's address
 KEY = "archive@zdd.test"
-HOLD = 15  # seconds a request to the old version holds its drain open (below ZDD_TOML's drain_timeout)
+# Seconds a request to the old version holds its drain open: longer than `apt upgrade` takes to restart the
+# agent on a slow machine, and below this module's drain_timeout.
+HOLD = 40
+CONFIG = ZDD_TOML.replace('drain_timeout = "20s"', 'drain_timeout = "60s"')
 
 
 def readme_lines() -> list[str]:
@@ -182,7 +185,7 @@ def test_the_readme_lines_install_zdd_and_it_deploys(machine, www, deb):
         machine.sh(line.replace(README_URL, server.url("zdd")), timeout=900)
     assert installed_version(machine) == deb.name.split("_")[1]
     machine.after_zdd()
-    machine.write("/etc/zdd/zdd.toml", ZDD_TOML)
+    machine.write("/etc/zdd/zdd.toml", CONFIG)
     machine.run("systemctl", "restart", "zdd")
     wait_until(lambda: (machine.root / "var/lib/zdd-caddy/web.caddy").exists(), 30, "the snippet")
     machine.write("/etc/caddy/Caddyfile", CADDYFILE)
