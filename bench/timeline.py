@@ -98,7 +98,7 @@ def _bands(ax, run: Run, span: float) -> None:
     for i, (start, name) in enumerate(edges):
         end = edges[i + 1][0] if i + 1 < len(edges) else (run.end - run.t0 if run.end else span)
         ax.axvspan(start, max(end, start + 0.01), color=STEP_COLOURS[i % len(STEP_COLOURS)], zorder=0)
-        ax.text(start, 1.02, name, transform=ax.get_xaxis_transform(), fontsize=7, rotation=30, va="bottom")
+        ax.text(start + 0.03, 0.03, name, transform=ax.get_xaxis_transform(), fontsize=7, rotation=90, va="bottom")
     if run.end:
         ax.axvline(run.end - run.t0, color="grey", linewidth=0.8)
 
