@@ -275,6 +275,7 @@ def main() -> None:
         f"zdd enqueue to done (probation 0): {zdd.to_done:.2f}s = floor + drain the app needed "
         f"{zdd.drain_needed:.2f}s + {zdd.to_done - least - zdd.drain_needed:.2f}s (target <= + 1.00s)"
     )
+    print("zdd steps, seconds after the enqueue: " + ", ".join(f"{n} {at - runs[0].t0:.2f}" for at, n in runs[0].steps))
     print(f"zdd p99 during / p99 before: {zdd.p99_during / zdd.p99_before:.2f}")
     print(f"zdd CPU for the deploy (agent + zdd dns): {zdd.cpu:.2f}s")
     print(f"failed: zdd {zdd.failed}, Bash recipe {bash.failed} (target 0)")
