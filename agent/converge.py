@@ -71,7 +71,7 @@ class Converger:
                     self._remove(app, plan.remove)
                     self.on_probation(app, deploy_id, plan.current, plan.drain_and_stop, until)
                     return ""
-                if until is not None:  # no one to watch it (zdd detach): it has served; the old one goes
+                if until is not None:  # a converger built without a watcher (unit tests) ends it now: the old one goes
                     self.swap.retire(app, plan.current, plan.drain_and_stop, deploy_id)
             except PermanentError as err:
                 if app_state.phase != ROLLING_BACK:

@@ -404,15 +404,18 @@ class Swap:
         passed, probes, last = 0, 0, "no probe answered yet"
         url = probe_url(new.address, app)
         while True:
-            exited = self.runtime.exit_reason(new.id)
+            probes += 1
+            probed = self.clock.monotonic()
+            failure = self.prober.check(new.address, app.health)
+            # A probe that passed shows the container runs; after one that failed, Docker says whether it
+            # exited (a crash ends the gate at once instead of at start_timeout).
+            exited = self.runtime.exit_reason(new.id) if failure is not None else None
             if exited:
                 # A stopping dockerd stops every container and its API answers a moment longer: asked again
                 # a second later, an engine going away is an outage (retried), not the new version's crash.
                 self._wait(ENGINE_SETTLE)
                 self.runtime.exit_reason(new.id)
                 raise PermanentError(f"{what}: container {new.name} {exited} before it became healthy")
-            probes += 1
-            failure = self.prober.check(new.address, app.health)
             if failure is None:
                 passed += 1
                 self.status(f"{what}: health {passed}/{app.health_successes}")
@@ -429,7 +432,8 @@ class Swap:
                     f"{human_duration(app.start_timeout)} ({probes} probes; last: {last})"
                 )
             self.tick()
-            self.clock.sleep(app.health_interval)
+            # Probes start health_interval apart: the probe's and the tick's own time count in it.
+            self.clock.sleep(max(0.0, probed + app.health_interval - self.clock.monotonic()))
 
     def _switch(self, app: AppConfig, new: Container, current: Running | None, what: str) -> None:
         addresses = [new.address, current.address] if current else [new.address]

@@ -82,7 +82,7 @@ def test_a_new_version_that_dies_in_probation_hands_the_traffic_back_to_the_runn
     # before) and those that reached it before the route back took effect, plus those Caddy was still
     # dialing its address for (they fail after Caddy's 3 s dial timeout). What is asserted: nothing failed
     # that started once Caddy had asked zdd dns again after the route back became visible (switch_delay
-    # covers Caddy's 0.5 s refresh; ROUTE_SLACK the scheduling of a loaded machine: a lookup answered just
+    # covers Caddy's 0.1 s refresh; ROUTE_SLACK the scheduling of a loaded machine: a lookup answered just
     # before the change is cached from when Caddy finished it). How fast zdd routed back is printed, not
     # asserted: a figure, not a rule.
     print(f"crash in probation: {len(load.failures)} failed while it died; {load.summary()}")

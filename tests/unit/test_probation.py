@@ -58,7 +58,9 @@ def test_probation_keeps_the_old_running_unrouted_then_stops_it(watched):
 
 
 def test_a_crash_in_probation_routes_back_to_the_old_and_removes_the_new(watched):
-    watched["runtime"].exits_after_probes = 3  # healthy through the gate (2 checks), dies after the switch
+    watched[
+        "runtime"
+    ].exits_after_probes = 1  # passes the gate (no exit check while probes pass), dies in probation
     run_out(watched)
     ((app, deploy, error),) = watched["ended"]
     assert isinstance(error, PermanentError)
@@ -81,7 +83,7 @@ def test_an_unhealthy_new_version_in_probation_is_rolled_back_after_consecutive_
 
 def test_a_route_back_that_fails_keeps_the_new_container_and_leaves_it_to_the_converger(watched):
     # Issue 11.2: removing the container zdd dns still answers would be a full outage.
-    watched["runtime"].exits_after_probes = 3
+    watched["runtime"].exits_after_probes = 1
 
     def route_back_fails(now):
         if "phase probation" in watched["log"] and watched["router"].fail_route is None:
@@ -98,7 +100,7 @@ def test_a_route_back_that_fails_keeps_the_new_container_and_leaves_it_to_the_co
 
 
 def test_a_rollback_is_journalled_before_it_routes_back(watched):
-    watched["runtime"].exits_after_probes = 3
+    watched["runtime"].exits_after_probes = 1
     run_out(watched)
     log = watched["log"]
     assert log.index("phase rolling-back") < log.index("route 10.0.0.1:8080") < log.index("remove c2")
@@ -125,7 +127,7 @@ def test_probation_runs_on_the_monotonic_clock_not_the_wall_clock(watched):
 
 
 def test_no_probation_for_a_first_deploy(watched):
-    watched["runtime"].exits_after_probes = 3
+    watched["runtime"].exits_after_probes = 1
     outcome = run_out(watched, current=None)
     assert outcome.changed and outcome.probation_until is None and "phase probation" not in watched["log"]
 
@@ -168,7 +170,7 @@ def test_a_stop_during_the_drain_skips_the_probation(watched):
 
 
 def test_no_going_back_to_an_old_container_that_died_too(watched):
-    watched["runtime"].exits_after_probes = 3
+    watched["runtime"].exits_after_probes = 1
     watched["runtime"].dead.add("c1")
     run_out(watched)
     assert watched["ended"] == [("web", "d1", None)] and watched["router"].routes[-1] == ["10.0.0.2:8080"]
@@ -191,7 +193,7 @@ def test_two_apps_in_probation_are_watched_each_on_its_own(watched):
 
 def test_from_another_deploys_ticks_a_crash_is_sent_back_at_once_and_the_rest_waits_for_the_loop(watched):
     # Called nested (another app's deploy ticks): no stop may run there, the deploy's own deadlines run.
-    watched["runtime"].exits_after_probes = 3
+    watched["runtime"].exits_after_probes = 1
     outcome = watched["swap"].deploy(ON_PROBATION, ref("v2"), V1, "d1")
     watched["probations"].watch(ON_PROBATION, "d1", outcome.running, V1, outcome.probation_until)
     watched["probations"].poll(nested=True)  # still up
