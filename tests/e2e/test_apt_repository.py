@@ -24,10 +24,8 @@ from tests.e2e.conftest import ROOT
 from tests.e2e.test_journeys import readme_block
 from tests.e2e.test_packaged import CADDYFILE, SITE_PORT, ZDD_TOML, get, main_pid, serving
 from tests.integration.test_deploy import wait_until
-from tests.support import images
-from tests.support.agent_process import remove_app_containers
 from tests.support.load import LoadClient
-from tests.support.machine import Machine, host_docker_client
+from tests.support.machine import Machine, booted_machine
 from tests.support.net import free_port, http_get
 
 README_URL = "https://apt.example.org/zdd"  # the README's stand-in for the repository's address
@@ -118,21 +116,12 @@ def www(tmp_path_factory, gpg_env, deb):
 
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory):
-    client = host_docker_client()
-    for tag in ("v1", "v2", "v3"):
-        images.build(client, tag)
-    m = Machine.from_cache(tmp_path_factory.mktemp("machine"))
-    try:
-        m.boot()
+    with booted_machine(tmp_path_factory.mktemp("machine"), "zdd-e2e") as m:
         m.before_zdd()
         forget_downloaded_zdd(m)
         m.run("apt-get", "update", "-q", timeout=600)
         m.run("apt-get", "install", "-y", "-q", "curl", "ca-certificates", timeout=600)  # README: needed once
         yield m
-    finally:
-        print(m.run("journalctl", "-u", "zdd", "-u", "caddy", "--no-pager", "-n", "150", check=False).stdout)
-        m.shutdown()
-        remove_app_containers(client, "zdd-e2e")
 
 
 def add_repository(m: Machine, url: str) -> None:

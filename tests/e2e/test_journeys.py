@@ -15,13 +15,12 @@ import re
 import time
 from pathlib import Path
 
-import docker
 import pytest
 
 from tests.integration.test_deploy import wait_until
 from tests.support import images
 from tests.support.load import LoadClient
-from tests.support.machine import Machine, host_docker_client
+from tests.support.machine import Machine, booted_machine
 from tests.support.net import http_get
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,29 +69,11 @@ SITE_BLOCK = f"""
 """
 
 
-def remove_our_containers(client: docker.DockerClient) -> None:
-    """Only this module's: other stacks on the host's engine may run an app called web too."""
-    for container in client.containers.list(all=True, filters={"network": NETWORK}, ignore_removed=True):
-        if "zdd.app" in container.labels:
-            container.remove(force=True)
-    for net in client.networks.list(names=[NETWORK]):
-        net.remove()
-
-
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory, deb):
-    client = host_docker_client()
-    for tag in ("v1", "v2", "v3"):
-        images.build(client, tag)
-    m = Machine.from_cache(tmp_path_factory.mktemp("machine"))
-    try:
-        m.boot()
+    with booted_machine(tmp_path_factory.mktemp("machine"), NETWORK) as m:
         m.install_zdd(deb)  # zdd runs, idle: the package's zdd.toml has no app
         yield m
-    finally:
-        print(m.run("journalctl", "-u", "zdd", "-u", "caddy", "--no-pager", "-n", "150", check=False).stdout)
-        m.shutdown()
-        remove_our_containers(client)
 
 
 def get() -> tuple[int, str]:

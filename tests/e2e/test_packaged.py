@@ -13,9 +13,8 @@ import pytest
 
 from tests.integration.test_deploy import wait_until
 from tests.support import images
-from tests.support.agent_process import remove_app_containers
 from tests.support.load import LoadClient
-from tests.support.machine import Machine, host_docker_client
+from tests.support.machine import Machine, booted_machine
 from tests.support.net import http_get
 from tests.support.webhook import WebhookReceiver
 
@@ -51,12 +50,7 @@ probation = "2s"
 
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory, deb):
-    client = host_docker_client()
-    for tag in ("v1", "v2", "v3"):
-        images.build(client, tag)
-    m = Machine.from_cache(tmp_path_factory.mktemp("machine"))
-    m.boot()
-    try:
+    with booted_machine(tmp_path_factory.mktemp("machine"), "zdd-e2e") as m:
         m.install_zdd(deb)  # the deb: tests/e2e/conftest.py
         m.write("/etc/zdd/zdd.toml", ZDD_TOML)
         # zdd first: it writes the snippet the Caddyfile imports, or Caddy would refuse to start.
@@ -67,10 +61,6 @@ def machine(tmp_path_factory, deb):
         m.write("/etc/caddy/Caddyfile", CADDYFILE)
         m.run("systemctl", "reload", "caddy")
         yield m
-    finally:
-        print(m.run("journalctl", "-u", "zdd", "-u", "caddy", "--no-pager", "-n", "120", check=False).stdout)
-        m.shutdown()
-        remove_app_containers(client, "zdd-e2e")
 
 
 def get(path: str = "/") -> tuple[int, str]:
@@ -187,7 +177,7 @@ def test_restart_while_idle_drops_no_request(machine):
 
 
 def test_zdd_dns_restarts_and_a_stopped_agent_drop_no_request(machine):
-    # Caddy asks zdd dns (every 500 ms per app) which container serves. systemd holds its socket while
+    # Caddy asks zdd dns (every 100 ms per app) which container serves. systemd holds its socket while
     # the service restarts, so a lookup waits for the new process instead of failing; and the agent is
     # not needed for serving at all.
     with LoadClient(SITE_PORT) as load:

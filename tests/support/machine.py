@@ -3,10 +3,12 @@
 The root file system is debootstrapped once and cached (DEBOOTSTRAP_CACHE); each run boots a copy.
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 DEBOOTSTRAP_CACHE = Path(os.environ.get("ZDD_E2E_CACHE", "/var/cache/zdd-e2e/bookworm"))
@@ -163,3 +165,24 @@ class Machine:
                 self.process.wait()
         self.process = None
         Machine.booted = None
+
+
+@contextlib.contextmanager
+def booted_machine(workdir: Path, network: str) -> Iterator[Machine]:
+    """A module's machine: the test images v1-v3 built on the host's engine, a booted copy of the cached
+    root; afterwards the journal of zdd and Caddy printed (pytest shows it for a failure), the machine
+    powered off, and the apps' containers on `network` removed."""
+    from tests.support import images
+    from tests.support.agent_process import remove_app_containers
+
+    client = host_docker_client()
+    for tag in ("v1", "v2", "v3"):
+        images.build(client, tag)
+    m = Machine.from_cache(workdir)
+    try:
+        m.boot()
+        yield m
+    finally:
+        print(m.run("journalctl", "-u", "zdd", "-u", "caddy", "--no-pager", "-n", "150", check=False).stdout)
+        m.shutdown()
+        remove_app_containers(client, network)
