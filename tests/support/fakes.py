@@ -37,7 +37,9 @@ class FakeRuntime:
     log: list[str]
     local_images: set[str] = field(default_factory=set)
     registry: dict[str, str] = field(default_factory=dict)  # reference -> image id
-    exits_after_probes: int | None = None  # the new container dies after this many exit checks
+    # The new container dies after this many exit checks (the gate checks after a failed probe only;
+    # the probation at each of its checks).
+    exits_after_probes: int | None = None
     dead: set[str] = field(default_factory=set)  # containers is_running() says are not running
     pull_error: Exception | None = None
     free: int | None = 10**12
@@ -47,7 +49,7 @@ class FakeRuntime:
     release_exits: list[int | None] = field(default_factory=list)  # exit_code() answers in order, then 0
     releases: dict[str, str] = field(default_factory=dict)  # deploy id -> its release container, while it exists
     stop_exits: dict[str, int] = field(default_factory=dict)  # container id -> its exit code once stopped
-    _checks: int = 0
+    exit_checks: int = 0
 
     def has_image(self, ref: ImageRef) -> bool:
         return str(ref) in self.local_images
@@ -80,8 +82,8 @@ class FakeRuntime:
         self.log.append(f"keep {container_id} running")
 
     def exit_reason(self, container_id: str) -> str | None:
-        self._checks += 1
-        if self.exits_after_probes is not None and self._checks > self.exits_after_probes:
+        self.exit_checks += 1
+        if self.exits_after_probes is not None and self.exit_checks > self.exits_after_probes:
             return "exited with code 1"
         return None
 
@@ -154,8 +156,12 @@ class FakeRouter:
 class FakeProber:
     log: list[str]
     results: list[str | None] = field(default_factory=list)  # consumed in order; then always healthy
+    clock: FakeClock | None = None  # with `took`: each probe advances it, as a real one takes time
+    took: float = 0.0
 
     def check(self, address: str, health: HealthCheck) -> str | None:
+        if self.clock:
+            self.clock.now += self.took
         result = self.results.pop(0) if self.results else None
         self.log.append(f"probe {address}{health.path} -> {result or 'ok'}")
         return result

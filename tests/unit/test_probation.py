@@ -58,9 +58,8 @@ def test_probation_keeps_the_old_running_unrouted_then_stops_it(watched):
 
 
 def test_a_crash_in_probation_routes_back_to_the_old_and_removes_the_new(watched):
-    watched[
-        "runtime"
-    ].exits_after_probes = 1  # passes the gate (no exit check while probes pass), dies in probation
+    # Passes the gate (no exit check while its probes pass), dies 0.5 s into the probation.
+    watched["runtime"].exits_after_probes = 1
     run_out(watched)
     ((app, deploy, error),) = watched["ended"]
     assert isinstance(error, PermanentError)

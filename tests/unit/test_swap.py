@@ -213,6 +213,21 @@ def test_waits_tick_the_watchdog_and_sleep_the_configured_interval(world):
     assert world["clock"].sleeps[:5] == pytest.approx([APP.health_interval] * 5)
 
 
+def test_probes_start_health_interval_apart_whatever_a_probe_takes(world):
+    world["prober"].clock, world["prober"].took = world["clock"], 0.03
+    world["prober"].results = ["connection refused"] * 3
+    world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    gate = 3 + APP.health_successes - 1  # sleeps: after each failure, and between the passes
+    assert world["clock"].sleeps[:gate] == pytest.approx([APP.health_interval - 0.03] * gate)
+
+
+def test_the_gate_asks_docker_only_after_a_failed_probe(world):
+    # A passing probe shows the container runs; a failed one may be a crash, which ends the gate at once.
+    world["prober"].results = ["connection refused", None, "HTTP 502", None, None]
+    world["swap"].deploy(APP, ref("v2"), V1, "d1")
+    assert world["runtime"].exit_checks == 2
+
+
 def test_finish_after_a_restart_routes_both_then_drains_and_stops_the_old(world):
     world["swap"].finish(APP, V2, V1, "d1")
     assert [e for e in world["log"] if not e.startswith("phase")] == [
