@@ -200,7 +200,10 @@ def bench_zdd(client, caddy_binary: str, workdir: Path, steady: float, **app_key
             )
             cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
             time.sleep(1)
-            # The deploy's Docker calls ran beside Caddy and the load on the same CPUs: so does this floor.
+        # The deploy's Docker calls ran beside Caddy and the load on the same CPUs: so does this floor
+        # (its own load client: the deploy's figures and timeline end with the deploy).
+        with LoadClient(caddy.port):
+            time.sleep(1)
             loaded = floor(client)
         result = figures("zdd", load, t0, first_serving(load, t0, "v2"), gone, gone, steady_start)
         result.cpu, result.loaded_floor = cpu, loaded

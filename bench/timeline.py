@@ -95,9 +95,15 @@ def draw(runs: list[Run], path: Path) -> bool:
 
 def _bands(ax, run: Run, span: float) -> None:
     edges = [(at - run.t0, name) for at, name in run.steps]
+    labelled = float("-inf")
     for i, (start, name) in enumerate(edges):
         end = edges[i + 1][0] if i + 1 < len(edges) else (run.end - run.t0 if run.end else span)
         ax.axvspan(start, max(end, start + 0.01), color=STEP_COLOURS[i % len(STEP_COLOURS)], zorder=0)
+        # Steps a few ms apart (switched, then draining) would print over each other: one label, "a / b".
+        if start - labelled < 0.12:
+            ax.texts[-1].set_text(f"{ax.texts[-1].get_text()} / {name}")
+            continue
+        labelled = start
         ax.text(start + 0.03, 0.03, name, transform=ax.get_xaxis_transform(), fontsize=7, rotation=90, va="bottom")
     if run.end:
         ax.axvline(run.end - run.t0, color="grey", linewidth=0.8)
