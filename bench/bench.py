@@ -14,6 +14,7 @@ asserted in tests/.
 
 import argparse
 import contextlib
+import functools
 import http.client
 import os
 import statistics
@@ -38,6 +39,16 @@ HERE = Path(__file__).resolve().parent
 
 
 @dataclass
+class Floor:
+    """What no deploy tool can beat, median of a few runs: `docker run` of v2 until its /up first answers
+    200 (probed every 10 ms on a network of its own, as zdd dials it), and `docker stop` of it (the app's
+    own SIGTERM handling plus Docker's)."""
+
+    start: float
+    stop: float
+
+
+@dataclass
 class Figures:
     name: str
     sent: int
@@ -51,7 +62,7 @@ class Figures:
     to_done: float  # the deploy's last step finished (zdd: the old container is gone)
     drain_needed: float  # the last answer of the old version after the first of the new one
     cpu: float | None = None  # CPU seconds zdd spent on the deploy (agent and zdd dns); None for the recipe
-    loaded_floor: "Floor | None" = None  # the floor measured under the same load, right after the deploy
+    loaded_floor: Floor | None = None  # the floor measured under the same load, right after the deploy
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -133,16 +144,6 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Floor:
-    """What no deploy tool can beat, median of a few runs: `docker run` of v2 until its /up first answers
-    200 (probed every 10 ms on a network of its own, as zdd dials it), and `docker stop` of it (the app's
-    own SIGTERM handling plus Docker's)."""
-
-    start: float
-    stop: float
 
 
 def floor(client, runs: int = 3) -> Floor:
@@ -269,14 +270,9 @@ def main() -> None:
     version = subprocess.run([args.caddy, "version"], capture_output=True, text=True).stdout.split()[0]
     least = floor(client)
     results, runs = [], []
-    for name in ("zdd", "bash"):
+    for bench in (functools.partial(bench_zdd, health_successes=args.health_successes), bench_bash):
         with tempfile.TemporaryDirectory() as tmp:
-            if name == "zdd":
-                result, run = bench_zdd(
-                    client, args.caddy, Path(tmp), args.steady, health_successes=args.health_successes
-                )
-            else:
-                result, run = bench_bash(client, args.caddy, Path(tmp), args.steady)
+            result, run = bench(client, args.caddy, Path(tmp), args.steady)
             results.append(result)
             runs.append(run)
     print(
