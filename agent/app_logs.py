@@ -10,7 +10,7 @@ from datetime import datetime
 from .config import Config
 from .errors import RequestError, ZddError
 from .failed_output import FailedOutput
-from .state import StateStore
+from .state import Replica, Running, StateStore
 from .units import parse_duration
 
 FOLLOW_POLL = 0.5  # seconds between reads of state.toml while -f waits for the next version
@@ -38,6 +38,16 @@ def parse_since(value: str | None, now: float) -> int | None:
         return max(1, int(datetime.fromisoformat(value).timestamp()))
     except ValueError:
         raise RequestError(f"--since {value!r}: expected a duration like 10m or a time like 2026-11-29T07:00") from None
+
+
+def pick_replica(app: str, current: Running, number: int) -> Replica:
+    """The live version's container number `number` (1 = the first); an app with one has only 1."""
+    replicas = current.replicas
+    if not 1 <= number <= len(replicas):
+        raise RequestError(
+            f"--replica {number}: {app} runs {len(replicas)} container(s) of {current.tag} (1..{len(replicas)})"
+        )
+    return replicas[number - 1]
 
 
 def parse_tail(value: str) -> int | str:
@@ -71,15 +81,16 @@ def cmd_logs(args: argparse.Namespace, config: Config) -> int:
                 time.sleep(FOLLOW_POLL)
                 continue
             raise ZddError(f"{app}: nothing deployed, so no container to show (zdd logs --failed shows a failure)")
-        if current.container_id == shown:
+        replica = pick_replica(app, current, args.replica)
+        if replica.container_id == shown:
             time.sleep(FOLLOW_POLL)  # its output ended (it stopped): wait for Docker to restart it or a new version
             if not runtime.is_running(shown):
                 continue
             since, tail = ended, "all"  # Docker restarted it: what it wrote since the stream ended
         elif shown:
-            print(f"# zdd: {app}: now {current.tag} ({current.container_name})", file=sys.stderr, flush=True)
+            print(f"# zdd: {app}: now {current.tag} ({replica.container_name})", file=sys.stderr, flush=True)
             since, tail = None, "all"
-        shown = current.container_id
+        shown = replica.container_id
         for chunk in runtime.stream_output(
             shown, follow=args.follow, since=since, tail=tail, timestamps=args.timestamps
         ):
@@ -99,5 +110,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     logs.add_argument("--since", help="only output since then: 10m, 2h, or a time like 2026-11-29T07:00")
     logs.add_argument("-n", "--tail", default="100", help="the last N lines before following (default 100; all)")
     logs.add_argument("-t", "--timestamps", action="store_true", help="Docker's timestamp on each line")
+    logs.add_argument(
+        "--replica", type=int, default=1, metavar="N", help="with apps.NAME.replicas: the Nth container (default 1)"
+    )
     logs.add_argument("--failed", action="store_true", help="the output kept of the last deploy's failed container")
     return logs

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import dns
 from .config import AppConfig, CaddyConfig, Config
 from .errors import ConfigError, PermanentError, TemporaryError
-from .routes import DOMAIN, RouteFile, RouteTable, address_port, upstream_name
+from .routes import DOMAIN, RouteFile, RouteTable, Sets, address_port, upstream_name
 from .state import write_atomically
 from .units import format_duration
 
@@ -63,7 +63,7 @@ def render_snippet(app: AppConfig, name: str | None, port: int, resolver: str) -
 
 
 _DYNAMIC_NAME_RE = re.compile(r"^\s*dynamic a ([a-z0-9_-]+)\.p\d+\.([0-9a-f]+)\." + re.escape(DOMAIN), re.MULTILINE)
-_FIXED_RE = re.compile(r"^reverse_proxy (\S+:\d+)$", re.MULTILINE)
+_FIXED_RE = re.compile(r"^reverse_proxy ((?:\S+:\d+ ?)+)$", re.MULTILINE)
 
 
 def snippet_instance(text: str) -> str | None:
@@ -72,10 +72,10 @@ def snippet_instance(text: str) -> str | None:
     return match.group(2) if match else None
 
 
-def snippet_fixed_address(text: str) -> str | None:
-    """The upstream of a snippet `zdd detach` wrote."""
+def snippet_fixed_addresses(text: str) -> list[str]:
+    """The upstreams of a snippet `zdd detach` wrote."""
     match = _FIXED_RE.search(text)
-    return match.group(1) if match else None
+    return match.group(1).split() if match else []
 
 
 def caddyfile_imports(caddyfile_text: str, snippet: Path) -> bool:
@@ -83,13 +83,13 @@ def caddyfile_imports(caddyfile_text: str, snippet: Path) -> bool:
     return any(fnmatch.fnmatch(str(snippet), pattern) for pattern in _IMPORT_RE.findall(caddyfile_text))
 
 
-def render_fixed_snippet(app: AppConfig, address: str | None) -> str:
-    """`zdd detach`: the live container as a plain upstream, for a Caddy that runs on without zdd."""
-    if address is None:
+def render_fixed_snippet(app: AppConfig, addresses: Sequence[str]) -> str:
+    """`zdd detach`: the live containers as plain upstreams, for a Caddy that runs on without zdd."""
+    if not addresses:
         return render_snippet(app, None, 0, "")
     return (
-        f"# Written by `zdd detach` for app {app.name}: a fixed upstream, no longer updated by zdd.\n"
-        f"reverse_proxy {address}\n"
+        f"# Written by `zdd detach` for app {app.name}: a fixed upstream per live container, not updated by zdd.\n"
+        f"reverse_proxy {' '.join(addresses)}\n"
     )
 
 
@@ -177,32 +177,31 @@ class CaddyRouter:
         table = self.routes.load()
         return table if table.instance == self.instance else RouteTable(self.instance, {})
 
-    def routed(self, app: str) -> list[str]:
-        """The addresses zdd dns answers for `app`, first one first."""
-        return list(self.table().apps.get(app, ()))
+    def routed(self, app: str) -> list[list[str]]:
+        """The sets of addresses zdd dns answers for `app`, newest version first."""
+        return [list(addresses) for addresses in self.table().apps.get(app, ())]
 
-    def _save_route(self, app: AppConfig, addresses: Sequence[str]) -> bool:
+    def _save_route(self, app: AppConfig, sets: Sets) -> bool:
         table = self.table()
-        if list(table.apps.get(app.name, ())) == list(addresses):
+        if self.routed(app.name) == [list(addresses) for addresses in sets if addresses]:
             return False
-        self.routes.save(table.with_route(app.name, addresses))
+        self.routes.save(table.with_route(app.name, sets))
         return True
 
     # --- the snippet ------------------------------------------------------------------------------
     def _snippet_port(self, app: AppConfig) -> int | None:
-        addresses = self.routed(app.name)
-        return address_port(addresses[0]) if addresses else None
+        return _first_port(self.routed(app.name))
 
-    def _snippet_text(self, app: AppConfig, addresses: Sequence[str]) -> str:
-        if not addresses:
+    def _snippet_text(self, app: AppConfig, sets: Sets) -> str:
+        port = _first_port(sets)
+        if port is None:
             return render_snippet(app, None, 0, self.config.caddy.resolver)
-        port = address_port(addresses[0])
         return render_snippet(app, upstream_name(app.name, port, self.instance), port, self.config.caddy.resolver)
 
-    def write_snippet(self, app: AppConfig, addresses: Sequence[str]) -> bool:
+    def write_snippet(self, app: AppConfig, sets: Sets) -> bool:
         """Write the snippet if its content changes; True when it did. Readable by the caddy user."""
         path = self.config.snippet_path(app.name)
-        text = self._snippet_text(app, addresses)
+        text = self._snippet_text(app, sets)
         try:
             if path.read_text(encoding="utf-8") == text:
                 return False
@@ -212,34 +211,34 @@ class CaddyRouter:
         write_atomically(path, text.encode(), mode=0o644)
         return True
 
-    def detach(self, app: AppConfig, address: str | None) -> None:
-        """Give the app's snippet a fixed upstream (its live container), so Caddy no longer needs zdd dns.
+    def detach(self, app: AppConfig, addresses: Sequence[str]) -> None:
+        """Give the app's snippet fixed upstreams (its live containers), so Caddy no longer needs zdd dns.
         The caller reloads Caddy once for all apps."""
         path = self.config.snippet_path(app.name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, render_fixed_snippet(app, address).encode(), mode=0o644)
+        write_atomically(path, render_fixed_snippet(app, addresses).encode(), mode=0o644)
 
-    def ensure_snippets(self, routes: dict[str, Sequence[str]]) -> None:
+    def ensure_snippets(self, routes: dict[str, Sets]) -> None:
         """Before Caddy may read the Caddyfile: every app's snippet exists (a missing import fails it)."""
         for name, app in self.config.apps.items():
             if not self.config.snippet_path(name).exists():
                 self.write_snippet(app, routes.get(name, ()))
 
     # --- swap.Router --------------------------------------------------------------------------------
-    def route(self, app: AppConfig, addresses: Sequence[str]) -> None:
-        """Make `app`'s name answer addresses[0] (per port: see agent/routes.py). A new table is a
+    def route(self, app: AppConfig, sets: Sets) -> None:
+        """Make `app`'s name answer the first set (per port: see agent/routes.py). A new table is a
         switch without a reload; only a snippet that must change (first version, new port) is loaded.
         A switch Caddy would not see (its running config lacks the app's upstream) is refused: the
         caller must not then stop the container Caddy really sends requests to."""
-        reloaded = self._apply(app, addresses)
-        if not addresses:
+        reloaded = self._apply(app, sets)
+        if _first_port(sets) is None:
             return
         try:
-            if self.caddy_uses_snippet(app, addresses):
+            if self.caddy_uses_snippet(app, sets):
                 return
             if not reloaded:
                 self._reload_for_missing(app)
-                if self.caddy_uses_snippet(app, addresses):
+                if self.caddy_uses_snippet(app, sets):
                     return
         except TemporaryError as err:
             log.warning("%s: cannot ask Caddy whether it uses the app's upstream (%s); going on", app.name, err)
@@ -249,18 +248,18 @@ class CaddyRouter:
             f"one; does {self.config.caddy.caddyfile} import {self.config.snippet_path(app.name)}? (zdd check)"
         )
 
-    def _apply(self, app: AppConfig, addresses: Sequence[str]) -> bool:
+    def _apply(self, app: AppConfig, sets: Sets) -> bool:
         """Table first (zdd dns answers it, checked), then the snippet; True when Caddy was reloaded."""
-        self._save_route(app, addresses)
-        if addresses:
-            self.verify(app, addresses)
-        if not self.write_snippet(app, addresses):
+        self._save_route(app, sets)
+        if _first_port(sets) is not None:
+            self.verify(app)
+        if not self.write_snippet(app, sets):
             return False
         log.info("%s: Caddy re-reads the Caddyfile: the app's snippet changed", app.name)
         self.reload()
         return True
 
-    def verify(self, app: AppConfig, addresses: Sequence[str]) -> None:
+    def verify(self, app: AppConfig) -> None:
         """Ask zdd dns what Caddy will be told. It re-reads routes.toml on every query, so a wrong
         answer means another responder (or none) listens at caddy.resolver."""
         resolver = self.config.caddy.resolver
@@ -278,10 +277,10 @@ class CaddyRouter:
                     f"is another zdd dns (another state dir) listening there?"
                 )
 
-    def ensure_route(self, app: AppConfig, addresses: Sequence[str]) -> None:
-        """Converge without needless reloads: the table and the snippet say `addresses`, zdd dns answers
+    def ensure_route(self, app: AppConfig, sets: Sets) -> None:
+        """Converge without needless reloads: the table and the snippet say `sets`, zdd dns answers
         it, and Caddy runs a config that uses the snippet (re-read only if it does not)."""
-        if not self._apply(app, addresses) and addresses and not self.caddy_uses_snippet(app, addresses):
+        if not self._apply(app, sets) and _first_port(sets) is not None and not self.caddy_uses_snippet(app, sets):
             self._reload_for_missing(app)
 
     def _reload_for_missing(self, app: AppConfig) -> None:
@@ -310,9 +309,9 @@ class CaddyRouter:
         # Remembered only when the reload did not help: if Caddy loses it again later, it is re-read again.
         self._unhelpful_reload = None if self.caddy_uses_snippet(app) else cause
 
-    def caddy_uses_snippet(self, app: AppConfig, addresses: Sequence[str] = ()) -> bool:
+    def caddy_uses_snippet(self, app: AppConfig, sets: Sets = ()) -> bool:
         """Does Caddy's running config use the upstream name the app's snippet names now?"""
-        port = address_port(addresses[0]) if addresses else self._snippet_port(app)
+        port = _first_port(sets) if sets else self._snippet_port(app)
         if port is None:
             return True  # no version yet: the snippet answers 503, nothing to look for
         name = upstream_name(app.name, port, self.instance)
@@ -331,6 +330,11 @@ class CaddyRouter:
         dynamic upstream only while a request uses it; 2.11 may list an address twice)."""
         counts = [int(u.get("num_requests", 0)) for u in self.admin.upstreams() if u.get("address") == address]
         return max(counts) if counts else None
+
+
+def _first_port(sets: Sets) -> int | None:
+    """The port of the newest version's containers (the snippet's), None when nothing is routed."""
+    return next((address_port(addresses[0]) for addresses in sets if addresses), None)
 
 
 def json_objects(value: object) -> Iterator[dict]:

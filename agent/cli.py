@@ -98,15 +98,16 @@ def cmd_detach(args: argparse.Namespace) -> int:
         router = CaddyRouter(config, state.instance)
         pinned = {}
         for name, app in config.apps.items():
-            routed = router.routed(name)  # what Caddy is told now (mid-deploy, the new container)
+            routed = router.routed(name)  # what Caddy is told now (mid-deploy, the new containers)
             current = state.app(name).current
-            pinned[name] = routed[0] if routed else (current.address if current else None)
+            pinned[name] = routed[0] if routed else (current.addresses if current else [])
             router.detach(app, pinned[name])
         router.reload()
     finally:
         lock.release()
-    for name, address in pinned.items():
-        print(f"{name}: Caddy proxies to {address} without zdd" if address else f"{name}: not deployed (503)")
+    for name, addresses in pinned.items():
+        where = " ".join(addresses)
+        print(f"{name}: Caddy proxies to {where} without zdd" if addresses else f"{name}: not deployed (503)")
     return EXIT_OK
 
 
@@ -241,6 +242,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             "reference": current.reference if current else None,
             "container": current.container_name if current else None,
             "address": current.address if current else None,
+            # Every container of the live version (one unless apps.NAME.replicas says more).
+            "replicas": [{"container": r.container_name, "address": r.address} for r in current.replicas]
+            if current
+            else [],
             "since": current.since if current else None,
             "previous": app_state.previous_tag or None,
             "phase": app_state.phase or None,
@@ -255,10 +260,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         for name, item in report.items():
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["since"])) if item["since"] else ""
+            where = ", ".join(f"{r['container']} at {r['address']}" for r in item["replicas"])
             line = (
-                f"{name}: {item['current']} since {since} ({item['container']} at {item['address']})"
-                if item["current"]
-                else f"{name}: nothing deployed"
+                f"{name}: {item['current']} since {since} ({where})" if item["current"] else f"{name}: nothing deployed"
             )
             if item["in_probation"]:
                 line += f"; {item['in_probation']} serves, in probation ({item['current']} kept ready)"

@@ -16,6 +16,7 @@ from .units import parse_duration, parse_size
 DEFAULT_CONFIG = Path("/etc/zdd/zdd.toml")
 DEFAULT_REGISTRY_AUTH = Path("/etc/zdd/registry-auth.json")
 PULL_POLICIES = ("missing", "always", "never")
+MAX_REPLICAS = 16  # a DNS answer of 16 A records still fits in the 512-byte UDP reply zdd dns sends
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class AppConfig:
     memory: int | None = None  # bytes; docker run --memory
     cpus: float | None = None  # docker run --cpus
     pids_limit: int | None = None  # docker run --pids-limit
+    # Containers per version: Caddy spreads requests over them; a deploy gates all new ones before the
+    # switch and drains all old ones after it.
+    replicas: int = 1
 
     @property
     def health(self) -> HealthCheck:
@@ -189,6 +193,12 @@ def _type_name(kind: type) -> str:
 def _port(value: int) -> int:
     if not 1 <= value <= 65535:
         raise ValueError(f"port {value} is out of range 1-65535")
+    return value
+
+
+def _replicas(value: int) -> int:
+    if not 1 <= value <= MAX_REPLICAS:
+        raise ValueError(f"must be 1 to {MAX_REPLICAS} (containers of each version on this host)")
     return value
 
 
@@ -396,6 +406,7 @@ def _app(name: str, table: Mapping[str, Any], problems: list[str]) -> AppConfig 
         memory=r.get("memory", object, None, _memory),
         cpus=r.get("cpus", object, None, _cpus),
         pids_limit=r.get("pids_limit", int, None, _positive),
+        replicas=r.get("replicas", int, d.replicas, _replicas),
     )
     r.unknown()
     if app.health_interval <= 0 and "health_interval" in table:

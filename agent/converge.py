@@ -56,9 +56,8 @@ class Converger:
         if self.watching(app.name):
             return ""
         app_state = self.state.app(app.name)
-        plan = plan_app(
-            app.name, app_state, self.runtime.containers(app), set(self.router.routed(app.name)), self.clock()
-        )
+        routed = {address for addresses in self.router.routed(app.name) for address in addresses}
+        plan = plan_app(app.name, app_state, self.runtime.containers(app), routed, self.clock())
         for note in plan.notes:
             log.warning("%s", note)
         deploy_id = app_state.phase_data.get("deploy", "")
@@ -82,7 +81,7 @@ class Converger:
                 return self.converge_app(app) or f"{app.name}: {err}"
         else:
             # Route first, remove after: never remove a container zdd dns may still answer.
-            self.router.ensure_route(app, [plan.current.address] if plan.current else [])
+            self.router.ensure_route(app, [plan.current.addresses] if plan.current else [])
         self._remove(app, plan.remove)
         previous = app_state.current
         if plan.interrupted == Interrupted.AFTER_SWITCH and previous and previous != plan.current:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .caddy import CaddyRouter, snippet_fixed_address, snippet_instance
+from .caddy import CaddyRouter, snippet_fixed_addresses, snippet_instance
 from .clock import SystemClock
 from .config import AppConfig, Config, load_config
 from .converge import Converger
@@ -203,16 +203,18 @@ class Agent:
         the live container's address; that container's instance label is this agent's from now on."""
         for app in self.config.apps.values():
             try:
-                address = snippet_fixed_address(self.config.snippet_path(app.name).read_text(encoding="utf-8"))
+                addresses = snippet_fixed_addresses(self.config.snippet_path(app.name).read_text(encoding="utf-8"))
             except OSError:
                 continue
-            owner = next((c.instance for c in self.docker.containers(app, instance="") if c.address == address), "")
+            found = self.docker.containers(app, instance="")
+            owner = next((c.instance for c in found if c.address and c.address in addresses), "")
             if owner:
-                log.warning("no state: adopting instance %s, whose container serves %s at %s", owner, app.name, address)
+                where = " ".join(addresses)
+                log.warning("no state: adopting instance %s, whose containers serve %s at %s", owner, app.name, where)
                 self.state.instance = owner
                 self._build(self.config)
-                # The container that snippet names is the one to adopt (reconcile adopts what is routed).
-                self.router.routes.save(RouteTable(owner, {app.name: [address]}))
+                # The containers that snippet names are the ones to adopt (reconcile adopts what is routed).
+                self.router.routes.save(RouteTable(owner, {app.name: [addresses]}))
                 break
         self.adopting = False
 
@@ -259,7 +261,7 @@ class Agent:
             self.waker.wake_on_signals()
             self.queue.ensure_exists()
             self.drop.ensure_exists()
-            self.router.ensure_snippets({n: [a.current.address] for n, a in self.state.apps.items() if a.current})
+            self.router.ensure_snippets({n: [a.current.addresses] for n, a in self.state.apps.items() if a.current})
             # Converging may finish a deploy a crash cut short (its drain, the rest of its probation): ask
             # systemd for that time before READY=1, or TimeoutStartSec would kill the agent mid-way.
             bound = max((stop_bound(app) + app.probation for app in self.config.apps.values()), default=0)

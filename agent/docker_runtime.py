@@ -238,8 +238,8 @@ class DockerRuntime:
             raise
         return container
 
-    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container:
-        name = f"zdd-{app.name}-{deploy_id}"
+    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str, replica: int = 1) -> Container:
+        name = container_name(app.name, deploy_id, replica)
         container = self._create(app, image_id, name, self._labels(app, ref, deploy_id), app.command)
         try:
             container.start()
@@ -437,6 +437,11 @@ class DockerRuntime:
             raise _unavailable(err) from err
         # Release containers never serve: the swap and the converger handle them apart.
         return [_found(c, app, self.network) for c in found if LABEL_RELEASE not in c.labels]
+
+
+def container_name(app: str, deploy_id: str, replica: int) -> str:
+    """`zdd-web-<deploy>`, and `zdd-web-<deploy>-2` ... for the further replicas of the same deploy."""
+    return f"zdd-{app}-{deploy_id}" + (f"-{replica}" if replica > 1 else "")
 
 
 def limits(app: AppConfig) -> dict[str, int]:

@@ -13,12 +13,12 @@ Imports no SDK: the checks go through the swap's Protocols, like the swap itself
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import AppConfig
 from .errors import TemporaryError, ZddError
 from .logcontext import deploy_context
-from .state import Running
+from .state import Replica, Running
 from .swap import Swap, probe_url
 from .units import human_duration
 
@@ -33,7 +33,7 @@ class Watch:
     old: Running
     deadline: float  # monotonic: the epoch end is in the journal (a restart resumes it); in-process the
     started: float  # monotonic clock decides, so an NTP step neither stretches nor skips a probation
-    failed: int = 0  # health checks failed in a row
+    failed: dict[str, int] = field(default_factory=dict)  # container id -> health checks failed in a row
     due: float = 0.0  # monotonic: the next check
     verdict: str = ""  # "passed", "kept" or "failed", once known; the end follows in the main loop
     failure: tuple[str, str] = ("", "")  # why and when it failed
@@ -148,25 +148,32 @@ class Probations:
         if now >= watch.deadline:
             return "passed"
         swap.status(f"{watch.what}: probation, {math.ceil(watch.deadline - now)}s left ({watch.old.tag} kept ready)")
-        try:
-            exited = swap.runtime.exit_reason(watch.new.container_id)
-        except TemporaryError as err:
-            # Docker cannot say; the health check below still can.
-            log.warning("%s: probation: cannot inspect %s (%s)", watch.what, watch.new.container_name, err)
-            exited = None
-        reason = f"container {watch.new.container_name} {exited}" if exited else ""
-        if not reason:
-            failure = swap.prober.check(watch.new.address, app.health)
-            watch.failed = watch.failed + 1 if failure else 0
-            if watch.failed >= app.health_successes:
-                url = probe_url(watch.new.address, app)
-                reason = f"health check {url} failed {watch.failed} times in a row (last: {failure})"
+        # Any container of the new version failing fails the version: the old ones take the traffic back.
+        reason = next(filter(None, (self._look(watch, replica) for replica in watch.new.replicas)), "")
         if not reason:
             return ""
         if swap.old_is_gone(watch.new, watch.old, watch.what, reason):
             return "kept"
         watch.failure = (reason, f"{now - watch.started:.1f}s into its probation of {human_duration(app.probation)}")
         return "failed"
+
+    def _look(self, watch: Watch, replica: Replica) -> str:
+        """Why one container of the new version fails ("" while it serves)."""
+        swap, app = self.swap(), watch.app
+        try:
+            exited = swap.runtime.exit_reason(replica.container_id)
+        except TemporaryError as err:
+            # Docker cannot say; the health check below still can.
+            log.warning("%s: probation: cannot inspect %s (%s)", watch.what, replica.container_name, err)
+            exited = None
+        if exited:
+            return f"container {replica.container_name} {exited}"
+        failure = swap.prober.check(replica.address, app.health)
+        failed = watch.failed[replica.container_id] = watch.failed.get(replica.container_id, 0) + 1 if failure else 0
+        if failed >= app.health_successes:
+            url = probe_url(replica.address, app)
+            return f"health check {url} failed {failed} times in a row (last: {failure})"
+        return ""
 
     def _retire(self, watch: Watch) -> None:
         self.swap().retire(watch.app, watch.new, watch.old, watch.deploy_id)

@@ -7,7 +7,7 @@ answers (routes.toml), return a Plan. The converger carries it out. (docs/ARCHIT
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from .state import AppState, Running
+from .state import AppState, Replica, Running, decode_replicas
 
 AFTER_SWITCH = ("draining", "probation", "stopping")
 ROLLING_BACK = "rolling-back"  # the new version failed its probation; the route goes back to the old one
@@ -59,46 +59,53 @@ def _running_from_phase(data: dict[str, str], since: float) -> Running:
         container_name=data.get("name", ""),
         address=data.get("address", ""),
         since=since,
+        more=decode_replicas(data.get("more", "")),
     )
 
 
-def _running_from_found(found: Found) -> Running:
+def _running_from_found(found: Found, containers: list[Found]) -> Running:
+    """The version `found` runs, on it and on the other running containers its deploy started (replicas),
+    in the order they were started (by name: zdd-web-d2, zdd-web-d2-2, ...)."""
+    group = [found] + [
+        c for c in containers if c.deploy and c.deploy == found.deploy and c.id != found.id and c.running and c.address
+    ]
+    first, *more = sorted(group, key=lambda c: (len(c.name), c.name))
     return Running(
-        tag=found.tag,
-        reference=found.reference,
-        image_id=found.image_id,
-        container_id=found.id,
-        container_name=found.name,
-        address=found.address,
-        since=found.since,
+        tag=first.tag,
+        reference=first.reference,
+        image_id=first.image_id,
+        container_id=first.id,
+        container_name=first.name,
+        address=first.address,
+        since=first.since,
+        more=[Replica(c.id, c.name, c.address) for c in more],
     )
+
+
+def _ids(running: Running | None) -> set[str]:
+    return {r.container_id for r in running.replicas} if running else set()
 
 
 def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str], now: float) -> Plan:
     by_id = {c.id: c for c in containers}
-    notes = []
-    current = state.current
-    if current and current.container_id not in by_id:
-        notes.append(f"{app}: the container of {current.tag} ({current.container_name}) is gone")
-        current = None
+    notes: list[str] = []
+    # The recorded version on those of its containers that still exist, at the addresses Docker reports now.
+    current = _present(app, state.current, by_id, notes) if state.current else None
 
     new_id = state.phase_data.get("container", "")
     new = by_id.get(new_id)
     old = current if current and current.container_id != new_id else None
 
     if state.phase == ROLLING_BACK:
-        return _finish_rollback(app, current, old, new, containers, notes)
+        return _finish_rollback(app, old, new, containers, notes)
 
     switched = state.phase in AFTER_SWITCH or (state.phase == "switching" and new is not None and new.address in routed)
     if state.phase and new and new.running and switched:
-        # Addresses as Docker reports them now: a dockerd restart may have moved either container.
-        live = _following(app, _running_from_phase(state.phase_data, now), new, notes)
-        if old:
-            old = _following(app, old, by_id[old.container_id], notes)
+        live = _present(app, _running_from_phase(state.phase_data, now), by_id, notes)
         if state.phase == "stopping":
             old = None  # drained and sent SIGTERM before the crash: removing it is all that is left
-        keep = {new_id, old.container_id if old else ""}
-        notes.append(f"{app}: finishing the interrupted deploy of {live.tag} (it had switched)")
+        keep = _ids(live) | _ids(old)
+        notes.append(f"{app}: finishing the interrupted deploy of {new.tag} (it had switched)")
         until = state.phase_data.get("until", "") if state.phase == "probation" else ""
         return Plan(
             current=live,
@@ -114,19 +121,14 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
         notes.append(f"{app}: the new container died after the switch ({state.phase}); {old.tag} serves again")
         return Plan(
             current=old,
-            remove=[c for c in containers if c.id != old.container_id],
+            remove=[c for c in containers if c.id not in _ids(old)],
             interrupted=Interrupted.ROLLED_BACK,
             notes=notes,
         )
 
     if current is None and not state.phase:
-        adopted = _adopt(app, containers, routed, notes)
-        if adopted:
-            current = adopted
-    keep = current.container_id if current else ""
-    if current:
-        current = _following(app, current, by_id[keep], notes)
-    remove = [c for c in containers if c.id != keep]
+        current = _adopt(app, containers, routed, notes)
+    remove = [c for c in containers if c.id not in _ids(current)]
     interrupted = Interrupted.BEFORE_SWITCH if state.phase else Interrupted.NONE
     if interrupted:
         notes.append(f"{app}: an interrupted deploy ({state.phase}) never went live; removing what it started")
@@ -134,26 +136,26 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
 
 
 def _finish_rollback(
-    app: str, current: Running | None, old: Running | None, new: Found | None, containers: list[Found], notes: list[str]
+    app: str, old: Running | None, new: Found | None, containers: list[Found], notes: list[str]
 ) -> Plan:
-    """The probation failed and zdd was routing back when it was cut short. Back to the old container if
-    it still runs; if it does not, the new one stays (Docker's restart policy is all that is left to it)."""
-    old_found = next((c for c in containers if old and c.id == old.container_id and c.running), None)
-    if old and old_found:
+    """The probation failed and zdd was routing back when it was cut short. Back to the old containers if
+    any still runs; if none does, the new one stays (Docker's restart policy is all that is left to it)."""
+    running = {c.id for c in containers if c.running}
+    back = [r for r in old.replicas if r.container_id in running] if old else []
+    if old and back:
         notes.append(f"{app}: finishing the roll-back to {old.tag} (the new version failed its probation)")
-        back = _following(app, old, old_found, notes)
         return Plan(
-            current=back,
-            remove=[c for c in containers if c.id != old.container_id],
+            current=old.with_replicas(back),
+            remove=[c for c in containers if c.id not in {r.container_id for r in back}],
             interrupted=Interrupted.ROLLED_BACK,
             notes=notes,
         )
     if new and new.running:
-        notes.append(f"{app}: the roll-back has nothing to go back to (the old container is gone); {new.name} stays")
-        stays = _running_from_found(new)
+        stays = _running_from_found(new, containers)
+        notes.append(f"{app}: the roll-back has nothing to go back to (the old container is gone); {stays.names} stays")
         return Plan(
             current=stays,
-            remove=[c for c in containers if c.id != new.id],
+            remove=[c for c in containers if c.id not in _ids(stays)],
             interrupted=Interrupted.ROLLED_BACK,
             notes=notes,
         )
@@ -163,22 +165,30 @@ def _finish_rollback(
 
 def _adopt(app: str, containers: list[Found], routed: set[str], notes: list[str]) -> Running | None:
     """No recorded version (state lost, or a new state dir on the same host) but containers of this
-    agent's instance run: the one zdd dns routes to serves on; never turn a serving site into a 503.
-    With no route known, the most recently started running container is the live one."""
+    agent's instance run: the one zdd dns routes to serves on, with its deploy's other replicas; never
+    turn a serving site into a 503. With no route known, the most recently started running container's."""
     running = [c for c in containers if c.running and c.address]
     if not running:
         return None
     chosen = next((c for c in running if c.address in routed), None)
     if chosen is None:
         chosen = max(running, key=lambda c: (c.since, c.deploy))
-    notes.append(f"{app}: no version recorded; adopting the running {chosen.tag or chosen.name} ({chosen.name})")
-    return _running_from_found(chosen)
+    adopted = _running_from_found(chosen, containers)
+    notes.append(f"{app}: no version recorded; adopting the running {chosen.tag or chosen.name} ({adopted.names})")
+    return adopted
 
 
-def _following(app: str, running: Running, found: Found, notes: list[str]) -> Running:
-    """dockerd restarted the container (restart policy, or its own restart) on another IP: Caddy must
-    follow it."""
-    if not found.address or found.address == running.address:
-        return running
-    notes.append(f"{app}: {running.tag} moved from {running.address} to {found.address}")
-    return replace(running, address=found.address)
+def _present(app: str, running: Running, by_id: dict[str, Found], notes: list[str]) -> Running | None:
+    """`running` on those of its containers Docker still has; None when it has none of them. dockerd may
+    have restarted a container (restart policy, or its own restart) on another IP: Caddy must follow it."""
+    present = []
+    for replica in running.replicas:
+        found = by_id.get(replica.container_id)
+        if found is None:
+            notes.append(f"{app}: the container of {running.tag} ({replica.container_name}) is gone")
+        elif found.address and found.address != replica.address:
+            notes.append(f"{app}: {running.tag} moved from {replica.address} to {found.address}")
+            present.append(replace(replica, address=found.address))
+        else:
+            present.append(replica)
+    return running.with_replicas(present) if present else None

@@ -5,12 +5,15 @@
     instance = "ab12cd34"
     [apps]
     web = ["172.20.0.6:8080", "172.20.0.5:8080"]   # the new container first, the old one while it drains
+    api = [["172.20.0.8:3000", "172.20.0.9:3000"], ["172.20.0.3:3000", "172.20.0.4:3000"]]   # replicas
+
+Each item is a version's set of containers: a string for one, a list for several (`replicas = N`).
 
 An app's upstream name carries its port and the agent's instance: `web.p8080.ab12cd34.zdd.internal.`.
 Caddy caches lookups by name and port across config loads, and two agents may share one Caddy, so the
-name must say exactly what it stands for. A name answers the FIRST address of its port in the app's
-list: [new, old] sends every new request to new (what `lb_policy first` did with static upstreams),
-and after a port change the old config's name still answers the old container until it has drained.
+name must say exactly what it stands for. A name answers the FIRST set that has its port, every
+address of that port in it (Caddy spreads requests over them): [new, old] sends every new request to
+new, and after a port change the old config's name still answers the old set until it has drained.
 """
 
 import ipaddress
@@ -43,10 +46,13 @@ def address_host(address: str) -> str:
     return address.rpartition(":")[0]
 
 
+Sets = Sequence[Sequence[str]]  # a version's "ip:port"s, newest version first
+
+
 @dataclass(frozen=True)
 class RouteTable:
     instance: str = ""
-    apps: Mapping[str, Sequence[str]] = field(default_factory=dict)  # app -> ["ip:port", ...], first wins
+    apps: Mapping[str, Sets] = field(default_factory=dict)  # app -> sets, the first one of a port wins
 
     def lookup(self, name: str) -> list[str] | None:
         """The IPv4 addresses `name` stands for; None when no route has it (the answer is NXDOMAIN)."""
@@ -55,19 +61,24 @@ class RouteTable:
         instance, _, domain = rest.partition(".")
         if domain != DOMAIN or instance != self.instance or not port_label.startswith("p"):
             return None
-        for address in self.apps.get(app, ()):
-            if f"p{address_port(address)}" == port_label:
-                return [address_host(address)]
+        for addresses in self.apps.get(app, ()):
+            hosts = [address_host(a) for a in addresses if f"p{address_port(a)}" == port_label]
+            if hosts:
+                return hosts
         return None
+
+    def addresses(self, app: str) -> list[str]:
+        """Every address of every set of `app`."""
+        return [address for addresses in self.apps.get(app, ()) for address in addresses]
 
     def names(self, app: str) -> dict[str, list[str]]:
         """Every name of `app` with what it answers (for logs and checks)."""
-        ports = dict.fromkeys(address_port(a) for a in self.apps.get(app, ()))
+        ports = dict.fromkeys(address_port(a) for a in self.addresses(app))
         return {name: self.lookup(name) or [] for name in (upstream_name(app, p, self.instance) for p in ports)}
 
-    def with_route(self, app: str, addresses: Sequence[str]) -> "RouteTable":
-        apps = {**self.apps, app: list(addresses)}
-        if not addresses:
+    def with_route(self, app: str, sets: Sets) -> "RouteTable":
+        apps = {**self.apps, app: [list(addresses) for addresses in sets if addresses]}
+        if not apps[app]:
             del apps[app]
         return RouteTable(self.instance, apps)
 
@@ -86,13 +97,19 @@ class RouteFile:
         apps = data.get("apps", {})
         return RouteTable(
             instance=str(data.get("instance", "")),
-            apps={str(k): [str(a) for a in v] for k, v in apps.items() if isinstance(v, list)},
+            apps={str(k): [_set(item) for item in v] for k, v in apps.items() if isinstance(v, list)},
         )
 
     def save(self, table: RouteTable) -> None:
-        data = {"instance": table.instance, "apps": {k: list(v) for k, v in table.apps.items()}}
+        # A set of one stays a plain string: the file reads as it did before replicas.
+        apps = {k: [s[0] if len(s) == 1 else list(s) for s in sets] for k, sets in table.apps.items()}
+        data = {"instance": table.instance, "apps": apps}
         header = b"# Written by zdd run, read by zdd dns: which container each app's upstream name answers.\n"
         write_atomically(self.path, header + tomli_w.dumps(data).encode(), mode=0o640)
+
+
+def _set(item: object) -> list[str]:
+    return [str(a) for a in item] if isinstance(item, list) else [str(item)]
 
 
 class LiveRoutes:
@@ -129,8 +146,8 @@ class LiveRoutes:
 
 def _checked(table: RouteTable) -> RouteTable:
     """Every address is IPv4:port, or the table is refused whole (ValueError)."""
-    for addresses in table.apps.values():
-        for address in addresses:
+    for sets in table.apps.values():
+        for address in (a for addresses in sets for a in addresses):
             ipaddress.IPv4Address(address_host(address))
             if not 0 < address_port(address) < 65536:
                 raise ValueError(f"bad port in {address!r}")
@@ -138,4 +155,9 @@ def _checked(table: RouteTable) -> RouteTable:
 
 
 def _describe(table: RouteTable) -> str:
-    return "; ".join(f"{app} -> {', '.join(addresses)}" for app, addresses in sorted(table.apps.items()))
+    return "; ".join(f"{app} -> {describe_sets(sets)}" for app, sets in sorted(table.apps.items()))
+
+
+def describe_sets(sets: Sets) -> str:
+    """`172.20.0.6:8080, 172.20.0.5:8080`, or with replicas `[172.20.0.6:8080 172.20.0.7:8080], [...]`."""
+    return ", ".join(s[0] if len(s) == 1 else f"[{' '.join(s)}]" for s in sets)

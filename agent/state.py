@@ -6,7 +6,7 @@ leaves either the old or the new state, never half of one.
 
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,18 @@ from .errors import PermanentError
 HISTORY_LIMIT = 200  # deploys kept in state.toml; the journal keeps the rest
 
 
+@dataclass(frozen=True)
+class Replica:
+    """One container of a version (an app with `replicas = N` runs N of them)."""
+
+    container_id: str
+    container_name: str
+    address: str  # ip:port Caddy dials
+
+
 @dataclass
 class Running:
-    """The container that serves an app."""
+    """The containers that serve an app: the first one's fields, and `more` when it runs several."""
 
     tag: str  # the version as zdd names it (tag or short digest)
     reference: str  # the full reference it was deployed from
@@ -29,6 +38,36 @@ class Running:
     container_name: str
     address: str  # ip:port Caddy dials
     since: float  # epoch seconds
+    more: list[Replica] = field(default_factory=list)  # replicas 2..N of the same version
+
+    @property
+    def replicas(self) -> list[Replica]:
+        return [Replica(self.container_id, self.container_name, self.address), *self.more]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [r.address for r in self.replicas]
+
+    @property
+    def names(self) -> str:
+        """Its containers' names, for logs: `zdd-web-d12` or `zdd-web-d12, zdd-web-d12-2`."""
+        return ", ".join(r.container_name for r in self.replicas)
+
+    def with_replicas(self, replicas: list[Replica]) -> "Running":
+        """The same version on these containers (the first one's fields, the rest in `more`)."""
+        first, *more = replicas
+        return replace(
+            self, container_id=first.container_id, container_name=first.container_name, address=first.address, more=more
+        )
+
+
+def encode_replicas(replicas: list[Replica]) -> str:
+    """Replicas as one string for the phase journal (whose values are strings): `id,name,ip:port ...`."""
+    return " ".join(f"{r.container_id},{r.container_name},{r.address}" for r in replicas)
+
+
+def decode_replicas(text: str) -> list[Replica]:
+    return [Replica(*item.split(",", 2)) for item in text.split()]
 
 
 @dataclass
@@ -92,10 +131,14 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def _running(raw: dict[str, Any]) -> Running:
+    return _build(Running, {**raw, "more": [_build(Replica, r) for r in raw.get("more", [])]})
+
+
 def state_from_dict(data: dict[str, Any]) -> State:
     apps = {}
     for name, raw in data.get("apps", {}).items():
-        current = _build(Running, raw["current"]) if "current" in raw else None
+        current = _running(raw["current"]) if "current" in raw else None
         apps[name] = _build(AppState, {**raw, "current": current})
     history = [_build(HistoryEntry, raw) for raw in data.get("history", [])]
     return State(
@@ -126,8 +169,9 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:
 
 # state.toml's layout. 0: zdd 0.1.0 as first released (no `format` key); 1: the key is written. A newer zdd
 # reads every older format (tests/unit/test_state.py loads a file an earlier release wrote); an older zdd
-# refuses a newer format rather than misread it.
-STATE_FORMAT = 1
+# refuses a newer format rather than misread it. 2: a version may run on several containers (`more`): an
+# older zdd would take replicas 2..N for leftovers and remove them.
+STATE_FORMAT = 2
 
 
 class StateStore:

@@ -19,7 +19,7 @@ from .config import AppConfig, HealthCheck
 from .errors import PermanentError, StopRequested, TemporaryError, ZddError
 from .reconcile import ROLLING_BACK
 from .reference import ImageRef
-from .state import Running
+from .state import Replica, Running, encode_replicas
 from .units import format_size, human_duration
 
 log = logging.getLogger("zdd.swap")
@@ -45,7 +45,8 @@ class Runtime(Protocol):
     # stall_timeout: give the pull up after that long without progress (the adapter that runs it enforces it)
     def pull(self, ref: ImageRef, progress: Callable[[int, int], None], stall_timeout: float) -> None: ...
     def image_id(self, ref: ImageRef) -> str: ...
-    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container: ...
+    # replica: 1..app.replicas, so that the containers of one deploy get distinct names
+    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str, replica: int) -> Container: ...
     def keep_running(self, container_id: str) -> None: ...
     def exit_reason(self, container_id: str) -> str | None: ...
     def is_running(self, container_id: str) -> bool: ...
@@ -62,7 +63,8 @@ class Router(Protocol):
     # answer of zdd dns that long); the old container may still get requests until then.
     switch_delay: float
 
-    def route(self, app: AppConfig, addresses: Sequence[str]) -> None: ...
+    # sets: each version's container addresses, newest first; every new request goes to the first set.
+    def route(self, app: AppConfig, sets: Sequence[Sequence[str]]) -> None: ...
     def in_flight(self, address: str) -> int | None: ...
 
 
@@ -146,25 +148,32 @@ class Swap:
     ) -> Outcome:
         self.journal.enter(app.name, "starting", deploy=deploy_id, reference=str(ref), image=image_id)
         self.status(f"{what}: starting")
-        container = self.runtime.start(app, image_id, ref, deploy_id)
-        log.info("%s: started %s at %s (image %s)", what, container.name, container.address, image_id[:19])
-        new = Running(
-            tag=ref.version,
-            reference=str(ref),
-            image_id=image_id,
-            container_id=container.id,
-            container_name=container.name,
-            address=container.address,
-            since=self.clock.time(),
-        )
-        self.journal.enter(app.name, "started", deploy=deploy_id, **phase_data(new, current))
+        started: list[Replica] = []
         try:
-            self._health_gate(app, container, what)
-            self.runtime.keep_running(container.id)
+            # All replicas start before any is probed: they boot side by side, so N take about as long as one.
+            for number in range(1, app.replicas + 1):
+                container = self.runtime.start(app, image_id, ref, deploy_id, number)
+                started.append(Replica(container.id, container.name, container.address))
+                log.info("%s: started %s at %s (image %s)", what, container.name, container.address, image_id[:19])
+            first, *more = started
+            new = Running(
+                tag=ref.version,
+                reference=str(ref),
+                image_id=image_id,
+                container_id=first.container_id,
+                container_name=first.container_name,
+                address=first.address,
+                since=self.clock.time(),
+                more=more,
+            )
+            self.journal.enter(app.name, "started", deploy=deploy_id, **phase_data(new, current))
+            self._health_gate(app, started, what)
+            for replica in started:
+                self.runtime.keep_running(replica.container_id)
             self.journal.enter(app.name, "switching", deploy=deploy_id, **phase_data(new, current))
-            self._switch(app, container, current, what)
+            self._switch(app, new, current, what)
         except BaseException:
-            self._discard(app, container, what)
+            self._discard(app, started, what)
             raise
         until = self._after_switch(app, new, current, deploy_id)
         return Outcome(new, changed=True, probation_until=until, old=current if until is not None else None)
@@ -176,7 +185,7 @@ class Swap:
         switch did, then everything after it. Died in probation: the old one is drained already; the
         rest of the probation is returned (epoch seconds) for probation.py to watch, or None when done."""
         drained = probation_until is not None
-        self.router.route(app, [new.address, old.address] if old and not drained else [new.address])
+        self.router.route(app, [new.addresses, old.addresses] if old and not drained else [new.addresses])
         return self._after_switch(app, new, old, deploy_id, probation_until)
 
     def _after_switch(
@@ -191,7 +200,7 @@ class Swap:
         if probation_until is None:
             self.journal.enter(app.name, "draining", deploy=deploy_id, **phase_data(new, old))
             self._drain(app, old, what)
-            self.router.route(app, [new.address])
+            self.router.route(app, [new.addresses])
             probation_until = self.clock.time() + app.probation
         left = probation_until - self.clock.time()
         if left > 0 and self.stopping():
@@ -202,7 +211,7 @@ class Swap:
             )
             kept = human_duration(left)
             self.status(f"{what}: probation ({old.tag} kept ready for {kept})")
-            log.info("%s: probation: %s stays running, unrouted, for %s", what, old.container_name, kept)
+            log.info("%s: probation: %s stays running, unrouted, for %s", what, old.names, kept)
             return probation_until
         self.retire(app, new, old, deploy_id)
         return None
@@ -212,19 +221,20 @@ class Swap:
         what = f"{app.name}: {old.tag} -> {new.tag}"
         self.journal.enter(app.name, "stopping", deploy=deploy_id, **phase_data(new, old))
         self.status(f"{what}: stopping {old.tag}")
-        started = self.clock.monotonic()
-        self.runtime.stop(old.container_id, app.stop_timeout)
-        self._report_stop(app, old, self.clock.monotonic() - started, what)
-        self.runtime.remove(old.container_id)
-        log.info("%s: removed %s", what, old.container_name)
+        for replica in old.replicas:
+            started = self.clock.monotonic()
+            self.runtime.stop(replica.container_id, app.stop_timeout)
+            self._report_stop(app, old.tag, replica, self.clock.monotonic() - started, what)
+            self.runtime.remove(replica.container_id)
+            log.info("%s: removed %s", what, replica.container_name)
 
-    def _report_stop(self, app: AppConfig, old: Running, took: float, what: str) -> None:
+    def _report_stop(self, app: AppConfig, tag: str, old: Replica, took: float, what: str) -> None:
         """How the old version ended: by its SIGTERM, or killed at stop_timeout (a slow deploy's cause)."""
         try:
             code = self.runtime.exit_code(old.container_id)
         except ZddError:
             code = None  # only a log line: the stop itself succeeded
-        stopping = f"{what}: stopping {old.tag} ({old.container_name})"
+        stopping = f"{what}: stopping {tag} ({old.container_name})"
         if code == KILLED and took >= app.stop_timeout - 0.5:
             log.warning(
                 "%s: it did not exit within apps.%s.stop_timeout %s of SIGTERM and was killed; make it exit on "
@@ -239,14 +249,14 @@ class Swap:
             log.info("%s took %.1fs, exit code %s", stopping, took, "unknown" if code is None else code)
 
     def old_is_gone(self, new: Running, old: Running, what: str, reason: str) -> bool:
-        """Going back needs the old container running; if it is not, the new one stays (Docker's restart
+        """Going back needs an old container running; if none is, the new one stays (Docker's restart
         policy is all that is left to it) and the probation ends."""
         try:
-            if self.runtime.is_running(old.container_id):
+            if any(self.runtime.is_running(r.container_id) for r in old.replicas):
                 return False
         except TemporaryError:
             return False  # cannot tell: going back is still the better bet
-        log.error("%s: %s, but %s is not running either: %s stays", what, reason, old.container_name, new.tag)
+        log.error("%s: %s, but %s is not running either: %s stays", what, reason, old.names, new.tag)
         return True
 
     def send_back(self, app: AppConfig, new: Running, old: Running, deploy_id: str, reason: str, after: str) -> None:
@@ -256,7 +266,7 @@ class Swap:
         log.error("%s: %s: %s; routing back to %s", what, after, reason, old.tag)
         self.journal.enter(app.name, ROLLING_BACK, deploy=deploy_id, **phase_data(new, old))
         try:
-            self.router.route(app, [old.address])
+            self.router.route(app, [old.addresses])
         except ZddError as err:
             log.warning("%s: the route back to %s is not confirmed yet (%s)", what, old.tag, err)
 
@@ -279,19 +289,21 @@ class Swap:
         # Journalled first: an agent that dies from here on finishes going back when it restarts.
         self.journal.enter(app.name, ROLLING_BACK, deploy=deploy_id, **phase_data(new, old))
         try:
-            self.router.route(app, [old.address])
+            self.router.route(app, [old.addresses])
         except ZddError as err:
-            # Never remove the container zdd dns may still answer: the converger goes back once it can.
+            # Never remove a container zdd dns may still answer: the converger goes back once it can.
             raise TemporaryError(
                 f"{what}: {reason}; the route back to {old.tag} is not confirmed ({err}); "
-                f"{new.container_name} keeps running until it is"
+                f"{new.names} keeps running until it is"
             ) from err
         self._wait(self.router.switch_delay)  # requests sent meanwhile may still reach the new one
-        self.runtime.stop(new.container_id, app.stop_timeout)
-        self._keep_output(app, new.container_id, new.container_name, f"{what}: {reason}")
-        self.runtime.remove(new.container_id)
+        for replica in new.replicas:
+            self.runtime.stop(replica.container_id, app.stop_timeout)
+        self._keep_output(app, new.replicas, f"{what}: {reason}")
+        for replica in new.replicas:
+            self.runtime.remove(replica.container_id)
         raise PermanentError(
-            f"{what}: failed {after}: {reason}; traffic is back on {old.tag} and {new.container_name} is removed"
+            f"{what}: failed {after}: {reason}; traffic is back on {old.tag} and {new.names} is removed"
         )
 
     def _pull(self, app: AppConfig, ref: ImageRef, what: str) -> None:
@@ -343,7 +355,7 @@ class Swap:
                 )
             if self.clock.monotonic() - started > app.release_timeout:
                 self.runtime.stop(container_id, 0)
-                self._keep_output(app, container_id, name, f"{what}: release command timed out")
+                self._keep_output(app, [Replica(container_id, name, "")], f"{what}: release command timed out")
                 raise PermanentError(
                     f"{what}: release command did not finish within {human_duration(app.release_timeout)} "
                     f"(release_timeout) and was killed; last output: {self._last_lines(container_id)}"
@@ -353,7 +365,9 @@ class Swap:
         if code == -1:
             raise PermanentError(f"{what}: the release command's container {name} was removed before it ended")
         if code != 0:
-            self._keep_output(app, container_id, name, f"{what}: release command exited with code {code}")
+            self._keep_output(
+                app, [Replica(container_id, name, "")], f"{what}: release command exited with code {code}"
+            )
             raise PermanentError(
                 f"{what}: release command exited with code {code}; last output: {self._last_lines(container_id)}"
             )
@@ -398,63 +412,74 @@ class Swap:
         # Docker's timestamp leads each line; the journal has its own.
         return " | ".join(line.partition(" ")[2] or line for line in lines) or "(none)"
 
-    def _health_gate(self, app: AppConfig, new: Container, what: str) -> None:
+    def _health_gate(self, app: AppConfig, new: Sequence[Replica], what: str) -> None:
+        """Probe every new replica health_interval apart until each passed health_successes times in a row."""
         started = self.clock.monotonic()
         deadline = started + app.start_timeout
-        passed, probes, last = 0, 0, "no probe answered yet"
-        url = probe_url(new.address, app)
+        passed = dict.fromkeys((r.container_id for r in new), 0)
+        probes, last = 0, "no probe answered yet"
         while True:
-            probes += 1
             probed = self.clock.monotonic()
-            failure = self.prober.check(new.address, app.health)
-            # A probe that passed shows the container runs; after one that failed, Docker says whether it
-            # exited (a crash ends the gate at once instead of at start_timeout).
-            exited = self.runtime.exit_reason(new.id) if failure is not None else None
-            if exited:
-                # A stopping dockerd stops every container and its API answers a moment longer: asked again
-                # a second later, an engine going away is an outage (retried), not the new version's crash.
-                self._wait(ENGINE_SETTLE)
-                self.runtime.exit_reason(new.id)
-                raise PermanentError(f"{what}: container {new.name} {exited} before it became healthy")
-            if failure is None:
-                passed += 1
-                self.status(f"{what}: health {passed}/{app.health_successes}")
-                if passed >= app.health_successes:
-                    log.info(
-                        "%s: healthy after %.2fs (%d probes of %s)", what, self.clock.monotonic() - started, probes, url
+            for replica in (r for r in new if passed[r.container_id] < app.health_successes):
+                probes += 1
+                failure = self.prober.check(replica.address, app.health)
+                # A probe that passed shows the container runs; after one that failed, Docker says whether it
+                # exited (a crash ends the gate at once instead of at start_timeout).
+                exited = self.runtime.exit_reason(replica.container_id) if failure is not None else None
+                if exited:
+                    # A stopping dockerd stops every container and its API answers a moment longer: asked
+                    # again a second later, an engine going away is an outage (retried), not a crash.
+                    self._wait(ENGINE_SETTLE)
+                    self.runtime.exit_reason(replica.container_id)
+                    raise PermanentError(
+                        f"{what}: container {replica.container_name} {exited} before it became healthy"
                     )
-                    return
-            else:
-                passed, last = 0, failure
+                if failure is None:
+                    passed[replica.container_id] += 1
+                else:
+                    passed[replica.container_id], last = 0, failure
+            pending = [r for r in new if passed[r.container_id] < app.health_successes]
+            self.status(f"{what}: {_gate_progress(passed, app.health_successes)}")
+            if not pending:
+                probed_what = probe_url(new[0].address, app) if len(new) == 1 else f"{len(new)} replicas"
+                log.info(
+                    "%s: healthy after %.2fs (%d probes of %s)",
+                    what,
+                    self.clock.monotonic() - started,
+                    probes,
+                    probed_what,
+                )
+                return
             if self.clock.monotonic() >= deadline:
                 raise PermanentError(
-                    f"{what}: health check {url} did not pass {app.health_successes} times in a row within "
-                    f"{human_duration(app.start_timeout)} ({probes} probes; last: {last})"
+                    f"{what}: health check {probe_url(pending[0].address, app)} did not pass {app.health_successes} "
+                    f"times in a row within {human_duration(app.start_timeout)} ({probes} probes; last: {last})"
                 )
             self.tick()
             # Probes start health_interval apart: the probe's and the tick's own time count in it.
             self.clock.sleep(max(0.0, probed + app.health_interval - self.clock.monotonic()))
 
-    def _switch(self, app: AppConfig, new: Container, current: Running | None, what: str) -> None:
-        addresses = [new.address, current.address] if current else [new.address]
+    def _switch(self, app: AppConfig, new: Running, current: Running | None, what: str) -> None:
+        sets = [new.addresses, current.addresses] if current else [new.addresses]
         try:
-            self.router.route(app, addresses)
+            self.router.route(app, sets)
         except ZddError:
-            # Caddy refused or was unreachable: it still routes to the old container, and the snippet
-            # file must say so too before the new container goes away.
+            # Caddy refused or was unreachable: it still routes to the old containers, and the snippet
+            # file must say so too before the new ones go away.
             self._restore_route(app, current)
             raise
-        self.status(f"{what}: switched to {new.address}")
+        where = ", ".join(new.addresses)
+        self.status(f"{what}: switched to {where}")
         log.info(
             "%s: switched: Caddy sends every new request to %s within %s",
             what,
-            new.address,
+            where,
             human_duration(self.router.switch_delay),
         )
 
     def _restore_route(self, app: AppConfig, current: Running | None) -> None:
         try:
-            self.router.route(app, [current.address] if current else [])
+            self.router.route(app, [current.addresses] if current else [])
         except ZddError as err:
             log.warning("%s: could not restore the previous route yet (%s); it will be retried", app.name, err)
 
@@ -468,7 +493,7 @@ class Swap:
         self.status(f"{what}: draining {old.tag}")
         while True:
             try:
-                in_flight = self.router.in_flight(old.address)
+                in_flight = self._in_flight(old)
             except TemporaryError as err:
                 log.warning("%s: cannot read Caddy's in-flight count (%s); retrying", what, err)
                 in_flight = -1
@@ -480,7 +505,7 @@ class Swap:
             elif in_flight is None or in_flight == 0:
                 quiet += 1
                 if quiet >= DRAIN_QUIET_READS:
-                    log.info("%s: drained %s in %.2fs", what, old.container_name, self.clock.monotonic() - started)
+                    log.info("%s: drained %s in %.2fs", what, old.names, self.clock.monotonic() - started)
                     return
             else:
                 quiet = 0
@@ -490,11 +515,16 @@ class Swap:
                     what,
                     human_duration(app.drain_timeout),
                     in_flight,
-                    old.container_name,
+                    old.names,
                 )
                 return
             self.tick()
             self.clock.sleep(DRAIN_POLL)
+
+    def _in_flight(self, old: Running) -> int | None:
+        """Requests Caddy has in flight to any of the old containers; None when it lists none of them."""
+        counts = [self.router.in_flight(address) for address in old.addresses]
+        return None if all(count is None for count in counts) else sum(count or 0 for count in counts)
 
     def _wait(self, seconds: float) -> None:
         until = self.clock.monotonic() + seconds
@@ -502,26 +532,38 @@ class Swap:
             self.tick()
             self.clock.sleep(min(DRAIN_POLL, until - self.clock.monotonic()))
 
-    def _discard(self, app: AppConfig, new: Container, what: str) -> None:
-        """Remove a new container that never went live; the old one was never touched."""
-        self._keep_output(app, new.id, new.name, f"{what}: never went live")
-        try:
-            self.runtime.remove(new.id)
-            log.info("%s: removed %s; the old version keeps serving", what, new.name)
-        except ZddError as err:
-            log.warning("%s: could not remove %s yet (%s); it will be retried", what, new.name, err)
+    def _discard(self, app: AppConfig, new: Sequence[Replica], what: str) -> None:
+        """Remove the new containers that never went live; the old ones were never touched."""
+        if not new:
+            return
+        self._keep_output(app, new, f"{what}: never went live")
+        for replica in new:
+            try:
+                self.runtime.remove(replica.container_id)
+                log.info("%s: removed %s; the old version keeps serving", what, replica.container_name)
+            except ZddError as err:
+                log.warning("%s: could not remove %s yet (%s); it will be retried", what, replica.container_name, err)
 
-    def _keep_output(self, app: AppConfig, container_id: str, name: str, why: str) -> None:
-        try:
-            output = self.runtime.output(container_id, OUTPUT_LINES)
-        except ZddError as err:
-            output = f"(its output could not be read: {err})\n"
+    def _keep_output(self, app: AppConfig, containers: Sequence[Replica], why: str) -> None:
         when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.clock.time()))
-        output = output or "(no output)\n"
+        text = ""
+        for replica in containers:
+            try:
+                output = self.runtime.output(replica.container_id, OUTPUT_LINES)
+            except ZddError as err:
+                output = f"(its output could not be read: {err})\n"
+            text += f"# {replica.container_name}, removed {when}\n# {why}\n" + (output or "(no output)\n")
         try:
-            self.journal.keep_output(app.name, f"# {name}, removed {when}\n# {why}\n{output}")
+            self.journal.keep_output(app.name, text)
         except OSError as err:
-            log.warning("%s: cannot keep the output of %s: %s", app.name, name, err)
+            log.warning(
+                "%s: cannot keep the output of %s: %s", app.name, ", ".join(r.container_name for r in containers), err
+            )
+
+
+def _gate_progress(passed: dict[str, int], needed: int) -> str:
+    """`health 2/3`, or with replicas `health 2/3, 3/3`."""
+    return "health " + ", ".join(f"{min(n, needed)}/{needed}" for n in passed.values())
 
 
 def probe_url(address: str, app: AppConfig) -> str:
@@ -539,5 +581,6 @@ def phase_data(new: Running, old: Running | None) -> dict[str, str]:
         "reference": new.reference,
         "image": new.image_id,
         "name": new.container_name,
+        "more": encode_replicas(new.more),  # replicas 2..N; the old ones are in the state's `current`
         "old": old.container_id if old else "",
     }

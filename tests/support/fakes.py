@@ -50,6 +50,7 @@ class FakeRuntime:
     releases: dict[str, str] = field(default_factory=dict)  # deploy id -> its release container, while it exists
     stop_exits: dict[str, int] = field(default_factory=dict)  # container id -> its exit code once stopped
     exit_checks: int = 0
+    crashed: dict[str, str] = field(default_factory=dict)  # container id -> what exit_reason() says of it
 
     def has_image(self, ref: ImageRef) -> bool:
         return str(ref) in self.local_images
@@ -71,9 +72,10 @@ class FakeRuntime:
     def image_id(self, ref: ImageRef) -> str:
         return self.registry.get(str(ref), f"sha256:{str(ref).encode().hex()[:12]}")
 
-    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> Container:
+    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str, replica: int = 1) -> Container:
         n = len(self.started) + 2
-        container = Container(id=f"c{n}", name=f"zdd-{app.name}-{deploy_id}", address=f"10.0.0.{n}:{app.port}")
+        name = f"zdd-{app.name}-{deploy_id}" + (f"-{replica}" if replica > 1 else "")
+        container = Container(id=f"c{n}", name=name, address=f"10.0.0.{n}:{app.port}")
         self.started.append(container)
         self.log.append(f"start {ref.version} as {container.id}")
         return container
@@ -83,6 +85,8 @@ class FakeRuntime:
 
     def exit_reason(self, container_id: str) -> str | None:
         self.exit_checks += 1
+        if container_id in self.crashed:
+            return self.crashed[container_id]
         if self.exits_after_probes is not None and self.exit_checks > self.exits_after_probes:
             return "exited with code 1"
         return None
@@ -128,27 +132,28 @@ class FakeRouter:
     log: list[str]
     in_flight_by_address: dict[str, list[int]] = field(default_factory=dict)  # readings, consumed in order
     fail_route: Exception | None = None
-    routes: list[list[str]] = field(default_factory=list)
+    routes: list[list[list[str]]] = field(default_factory=list)  # each route's sets, newest version first
     switch_delay: float = 0.0
 
-    def route(self, app: AppConfig, addresses: Sequence[str]) -> None:
-        self.log.append(f"route {' '.join(addresses) or '(none)'}")
+    def route(self, app: AppConfig, sets: Sequence[Sequence[str]]) -> None:
+        described = " ".join(s[0] if len(s) == 1 else f"[{' '.join(s)}]" for s in sets if s)
+        self.log.append(f"route {described or '(none)'}")
         if self.fail_route:
             error, self.fail_route = self.fail_route, None  # fail once
             raise error
-        self.routes.append(list(addresses))
+        self.routes.append([list(addresses) for addresses in sets if addresses])
 
-    def routed(self, app: str) -> list[str]:
+    def routed(self, app: str) -> list[list[str]]:
         return list(self.routes[-1]) if self.routes else []
 
-    def ensure_route(self, app: AppConfig, addresses: Sequence[str]) -> None:
-        if self.routed(app.name) != list(addresses):
-            self.route(app, addresses)
+    def ensure_route(self, app: AppConfig, sets: Sequence[Sequence[str]]) -> None:
+        if self.routed(app.name) != [list(addresses) for addresses in sets if addresses]:
+            self.route(app, sets)
 
     def in_flight(self, address: str) -> int | None:
         readings = self.in_flight_by_address.get(address)
         if not readings:
-            return 0 if self.routes and address in self.routes[-1] else None
+            return 0 if self.routes and any(address in addresses for addresses in self.routes[-1]) else None
         return readings.pop(0) if len(readings) > 1 else readings[0]
 
 
@@ -158,11 +163,12 @@ class FakeProber:
     results: list[str | None] = field(default_factory=list)  # consumed in order; then always healthy
     clock: FakeClock | None = None  # with `took`: each probe advances it, as a real one takes time
     took: float = 0.0
+    failing: dict[str, str] = field(default_factory=dict)  # address -> the failure every probe of it gets
 
     def check(self, address: str, health: HealthCheck) -> str | None:
         if self.clock:
             self.clock.now += self.took
-        result = self.results.pop(0) if self.results else None
+        result = self.failing.get(address) or (self.results.pop(0) if self.results else None)
         self.log.append(f"probe {address}{health.path} -> {result or 'ok'}")
         return result
 

@@ -61,7 +61,7 @@ def running_deploy(world, phase: str, data: dict) -> None:
 def test_idle_and_right_changes_nothing(world):
     world["state"].app("web").current = V1
     world["runtime"].found = [V1_FOUND]
-    world["router"].routes = [["10.0.0.1:8080"]]
+    world["router"].routes = [[["10.0.0.1:8080"]]]
     assert world["c"].converge([APP]) == []
     assert world["log"] == [] and world["saves"] == []
 
@@ -69,7 +69,7 @@ def test_idle_and_right_changes_nothing(world):
 def test_a_crash_while_draining_is_finished_and_recorded(world):
     running_deploy(world, "draining", V2_PHASE)
     world["runtime"].found = [V1_FOUND, V2_FOUND]
-    world["router"].routes = [["10.0.0.2:8080", "10.0.0.1:8080"]]
+    world["router"].routes = [[["10.0.0.2:8080"], ["10.0.0.1:8080"]]]
     world["c"].converge([APP])
     assert [e for e in world["log"] if not e.startswith("phase")] == [
         "route 10.0.0.2:8080 10.0.0.1:8080",
@@ -86,7 +86,7 @@ def test_a_crash_while_draining_is_finished_and_recorded(world):
 def test_a_crash_while_rolling_back_routes_back_before_removing_the_new(world):
     running_deploy(world, ROLLING_BACK, V2_PHASE)
     world["runtime"].found = [V1_FOUND, V2_FOUND]
-    world["router"].routes = [["10.0.0.2:8080"]]  # the route back had not happened yet
+    world["router"].routes = [[["10.0.0.2:8080"]]]  # the route back had not happened yet
     failures = world["c"].converge([APP])
     assert world["log"] == ["route 10.0.0.1:8080", "remove c2"]  # the route first: never an unrouted site
     assert world["state"].app("web").current == V1
@@ -97,7 +97,7 @@ def test_a_crash_while_rolling_back_routes_back_before_removing_the_new(world):
 def test_a_roll_back_with_nothing_to_go_back_to_keeps_the_new(world):
     running_deploy(world, ROLLING_BACK, V2_PHASE)
     world["runtime"].found = [replace(V1_FOUND, running=False), V2_FOUND]
-    world["router"].routes = [["10.0.0.2:8080"]]
+    world["router"].routes = [[["10.0.0.2:8080"]]]
     world["c"].converge([APP])
     assert world["log"] == ["remove c1"]  # the route to c2 stays as it is
     assert world["state"].app("web").current.container_id == "c2"
@@ -112,11 +112,11 @@ def test_a_roll_back_with_nothing_to_go_back_to_keeps_the_new(world):
 )
 def test_lost_state_adopts_the_serving_container_instead_of_a_503(world, routed, adopted):
     world["runtime"].found = [V1_FOUND, V2_FOUND]
-    world["router"].routes = [routed] if routed else []
+    world["router"].routes = [[routed]] if routed else []
     world["c"].converge([APP])
     current = world["state"].app("web").current
     assert current.container_id == adopted and current.tag == ("v1" if adopted == "c1" else "v2")
-    assert world["router"].routed("web") == [current.address]  # routed, not "no version deployed yet"
+    assert world["router"].routed("web") == [[current.address]]  # routed, not "no version deployed yet"
     assert world["runtime"].removed == [c for c in ("c1", "c2") if c != adopted]
 
 
@@ -154,7 +154,7 @@ def test_a_crash_in_probation_hands_the_rest_of_it_to_the_watch_and_leaves_the_d
     assert watched == [("d2", "v2", "v1", pytest.approx(until))]
     app_state = world["state"].app("web")
     assert app_state.phase == "probation" and app_state.current == V1  # the watch ends it, not the converger
-    assert world["router"].routes[-1] == ["10.0.0.2:8080"] and not any(e.startswith("stop") for e in world["log"])
+    assert world["router"].routes[-1] == [["10.0.0.2:8080"]] and not any(e.startswith("stop") for e in world["log"])
     assert [e.result for e in world["state"].history] == ["running"]
     world["c"].watching = lambda app: True  # while watched, converging leaves the app alone
     before = list(world["log"])

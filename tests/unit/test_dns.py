@@ -12,8 +12,10 @@ from zdd.routes import LiveRoutes, RouteFile, RouteTable, upstream_name
 TABLE = RouteTable(
     "ab12cd34",
     {
-        "web": ["172.20.0.6:8080", "172.20.0.5:8080"],  # new first, old draining
-        "api": ["172.20.0.9:9090", "172.20.0.7:8000"],  # a port change: each name its own port
+        "web": [["172.20.0.6:8080"], ["172.20.0.5:8080"]],  # new first, old draining
+        "api": [["172.20.0.9:9090"], ["172.20.0.7:8000"]],  # a port change: each name its own port
+        # replicas: two new containers, two old ones draining
+        "shop": [["172.20.0.11:3000", "172.20.0.12:3000"], ["172.20.0.3:3000", "172.20.0.4:3000"]],
     },
 )
 
@@ -43,6 +45,7 @@ def header(packet: bytes) -> dict[str, int]:
         ("WEB.P8080.AB12CD34.ZDD.INTERNAL.", ["172.20.0.6"]),  # DNS names are case-insensitive
         ("api.p9090.ab12cd34.zdd.internal.", ["172.20.0.9"]),
         ("api.p8000.ab12cd34.zdd.internal.", ["172.20.0.7"]),  # the old config's name, while it drains
+        ("shop.p3000.ab12cd34.zdd.internal.", ["172.20.0.11", "172.20.0.12"]),  # every replica of the first set
         ("web.p9090.ab12cd34.zdd.internal.", None),  # no address on that port
         ("web.p8080.otherone.zdd.internal.", None),  # another agent's name
         ("web.p8080.ab12cd34.zdd.example.", None),
@@ -61,7 +64,19 @@ def test_upstream_name_round_trips_through_lookup():
         "api.p9090.ab12cd34.zdd.internal.": ["172.20.0.9"],
         "api.p8000.ab12cd34.zdd.internal.": ["172.20.0.7"],
     }
-    assert TABLE.with_route("web", []).apps.keys() == {"api"}
+    assert TABLE.with_route("web", []).apps.keys() == {"api", "shop"}
+
+
+def test_the_routes_file_writes_a_set_of_one_as_before_replicas_and_reads_both(tmp_path):
+    routes = RouteFile(tmp_path / "routes.toml")
+    routes.save(TABLE)
+    text = (tmp_path / "routes.toml").read_text()
+    assert 'web = [\n    "172.20.0.6:8080",\n    "172.20.0.5:8080",\n]' in text  # as zdd 0.1 wrote it
+    assert routes.load() == TABLE
+    (tmp_path / "routes.toml").write_text(
+        'instance = "ab12cd34"\n[apps]\nweb = ["172.20.0.6:8080", "172.20.0.5:8080"]\n'
+    )
+    assert routes.load().apps == {"web": [["172.20.0.6:8080"], ["172.20.0.5:8080"]]}
 
 
 @pytest.mark.parametrize(
@@ -120,7 +135,7 @@ def test_round_trip_and_a_switch_is_one_file_replace(responder):
     address, routes = responder
     assert dns.resolve(address, "web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.6"]
     assert dns.resolve(address, "db.p1.ab12cd34.zdd.internal.") is None
-    routes.save(TABLE.with_route("web", ["172.20.0.5:8080"]))  # route back
+    routes.save(TABLE.with_route("web", [["172.20.0.5:8080"]]))  # route back
     assert dns.resolve(address, "web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.5"]
 
 
@@ -166,6 +181,6 @@ def test_a_routes_file_with_a_bad_address_keeps_the_last_good_table(tmp_path, ca
     routes.save(TABLE)
     live = LiveRoutes(routes.path)
     assert live.lookup("web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.6"]
-    routes.save(TABLE.with_route("web", ["not-an-ip:8080"]))
+    routes.save(TABLE.with_route("web", [["not-an-ip:8080"]]))
     assert live.lookup("web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.6"]
     assert "answering from the last good table" in caplog.text

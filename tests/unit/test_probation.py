@@ -66,7 +66,7 @@ def test_a_crash_in_probation_routes_back_to_the_old_and_removes_the_new(watched
     message = str(error)
     assert message.startswith("web: v1 -> v2: failed 0.5s into its probation of 2s: container zdd-web-d1 exited")
     assert message.endswith("exited with code 1; traffic is back on v1 and zdd-web-d1 is removed")
-    assert watched["router"].routes[-1] == ["10.0.0.1:8080"]
+    assert watched["router"].routes[-1] == [["10.0.0.1:8080"]]
     assert watched["log"][-3:] == ["route 10.0.0.1:8080", "stop c2 timeout=7", "remove c2"]
     assert "stop c1 timeout=7" not in watched["log"]  # the old one never stopped: no pull, no boot to go back
     assert "container zdd-web-d1 exited with code 1\noutput of c2" in watched["journal"].kept_output
@@ -77,7 +77,7 @@ def test_an_unhealthy_new_version_in_probation_is_rolled_back_after_consecutive_
     run_out(watched)
     ((_, _, error),) = watched["ended"]
     assert "health check http://10.0.0.2:8080/up failed 2 times in a row (last: HTTP 503)" in str(error)
-    assert watched["router"].routes[-1] == ["10.0.0.1:8080"] and watched["runtime"].removed == ["c2"]
+    assert watched["router"].routes[-1] == [["10.0.0.1:8080"]] and watched["runtime"].removed == ["c2"]
 
 
 def test_a_route_back_that_fails_keeps_the_new_container_and_leaves_it_to_the_converger(watched):
@@ -172,7 +172,7 @@ def test_no_going_back_to_an_old_container_that_died_too(watched):
     watched["runtime"].exits_after_probes = 1
     watched["runtime"].dead.add("c1")
     run_out(watched)
-    assert watched["ended"] == [("web", "d1", None)] and watched["router"].routes[-1] == ["10.0.0.2:8080"]
+    assert watched["ended"] == [("web", "d1", None)] and watched["router"].routes[-1] == [["10.0.0.2:8080"]]
     assert watched["log"][-2:] == ["stop c1 timeout=7", "remove c1"] and "c2" not in watched["runtime"].removed
 
 
@@ -198,7 +198,7 @@ def test_from_another_deploys_ticks_a_crash_is_sent_back_at_once_and_the_rest_wa
     watched["probations"].poll(nested=True)  # still up
     watched["clock"].sleep(0.5)
     watched["probations"].poll(nested=True)  # exited
-    assert watched["router"].routes[-1] == ["10.0.0.1:8080"] and watched["journal"].phases[-1] == "rolling-back"
+    assert watched["router"].routes[-1] == [["10.0.0.1:8080"]] and watched["journal"].phases[-1] == "rolling-back"
     assert not any(e.startswith(("stop", "remove")) for e in watched["log"]) and watched["ended"] == []
     assert watched["probations"].due_in() == 0.0  # the main loop finishes it next
     watched["probations"].poll()

@@ -201,7 +201,7 @@ def test_switch_failure_restores_the_old_route_and_removes_the_new(world):
     world["router"].fail_route = TemporaryError("Caddy admin API unreachable")
     with pytest.raises(TemporaryError):
         world["swap"].deploy(APP, ref("v2"), V1, "d1")
-    assert world["router"].routes == [["10.0.0.1:8080"]]
+    assert world["router"].routes == [[["10.0.0.1:8080"]]]
     assert world["runtime"].removed == ["c2"]
     assert not any(e.startswith("stop") for e in world["log"])
 
