@@ -40,9 +40,12 @@ def parse_since(value: str | None, now: float) -> int | None:
         raise RequestError(f"--since {value!r}: expected a duration like 10m or a time like 2026-11-29T07:00") from None
 
 
-def pick_replica(app: str, current: Running, number: int) -> Replica:
-    """The live version's container number `number` (1 = the first); an app with one has only 1."""
+def pick_replica(app: str, current: Running, number: int, following: bool = False) -> Replica:
+    """The live version's container number `number` (1 = the first); an app with one has only 1. While
+    following, a next version with fewer containers goes on with its last one."""
     replicas = current.replicas
+    if following and number > len(replicas) >= 1:
+        return replicas[-1]  # the "now <tag> (<name>)" line names it
     if not 1 <= number <= len(replicas):
         raise RequestError(
             f"--replica {number}: {app} runs {len(replicas)} container(s) of {current.tag} (1..{len(replicas)})"
@@ -81,7 +84,7 @@ def cmd_logs(args: argparse.Namespace, config: Config) -> int:
                 time.sleep(FOLLOW_POLL)
                 continue
             raise ZddError(f"{app}: nothing deployed, so no container to show (zdd logs --failed shows a failure)")
-        replica = pick_replica(app, current, args.replica)
+        replica = pick_replica(app, current, args.replica, following=bool(shown))
         if replica.container_id == shown:
             time.sleep(FOLLOW_POLL)  # its output ended (it stopped): wait for Docker to restart it or a new version
             if not runtime.is_running(shown):

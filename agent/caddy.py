@@ -325,11 +325,16 @@ class CaddyRouter:
         against Caddy's working directory), then POSTed as JSON. An unchanged config is a no-op."""
         self.admin.request("POST", "/load", adapt_caddyfile(self.config.caddy), "application/json")
 
-    def in_flight(self, address: str) -> int | None:
-        """Requests Caddy has in flight to `address`; None when Caddy lists no such upstream (2.6 lists a
-        dynamic upstream only while a request uses it; 2.11 may list an address twice)."""
-        counts = [int(u.get("num_requests", 0)) for u in self.admin.upstreams() if u.get("address") == address]
-        return max(counts) if counts else None
+    def in_flight(self, addresses: Sequence[str]) -> int | None:
+        """Requests Caddy has in flight to any of `addresses` (one read of its upstreams); None when Caddy
+        lists none of them (2.6 lists a dynamic upstream only while a request uses it; 2.11 may list an
+        address twice: the larger count is the live one)."""
+        counts: dict[str, int] = {}
+        for upstream in self.admin.upstreams():
+            address = upstream.get("address")
+            if address in addresses:
+                counts[address] = max(counts.get(address, 0), int(upstream.get("num_requests", 0)))
+        return sum(counts.values()) if counts else None
 
 
 def _first_port(sets: Sets) -> int | None:

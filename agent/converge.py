@@ -64,7 +64,13 @@ class Converger:
         image_id = app_state.phase_data.get("image", "")
         if plan.drain_and_stop and plan.current:
             try:
-                until = self.swap.finish(app, plan.current, plan.drain_and_stop, deploy_id, plan.probation_until)
+                until = self.swap.finish(
+                    app,
+                    plan.routable(plan.current),
+                    plan.routable(plan.drain_and_stop),
+                    deploy_id,
+                    plan.probation_until,
+                )
                 if until is not None and self.on_probation:
                     # Live, with probation left: the state keeps saying "probation" until the watch ends it.
                     self._remove(app, plan.remove)
@@ -81,7 +87,7 @@ class Converger:
                 return self.converge_app(app) or f"{app.name}: {err}"
         else:
             # Route first, remove after: never remove a container zdd dns may still answer.
-            self.router.ensure_route(app, [plan.current.addresses] if plan.current else [])
+            self.router.ensure_route(app, [plan.routable(plan.current).addresses] if plan.current else [])
         self._remove(app, plan.remove)
         previous = app_state.current
         if plan.interrupted == Interrupted.AFTER_SWITCH and previous and previous != plan.current:

@@ -48,6 +48,14 @@ class Plan:
     remove: list[Found] = field(default_factory=list)  # never went live, or leaked
     interrupted: Interrupted = Interrupted.NONE
     notes: list[str] = field(default_factory=list)
+    # Containers Docker has but that do not run (Docker may restart them): a version with replicas is
+    # routed to the others meanwhile (routable()).
+    down: set[str] = field(default_factory=set)
+
+    def routable(self, running: Running | None) -> Running | None:
+        """`running` on its containers that run, or all of them when none does (better than no route)."""
+        up = [r for r in running.replicas if r.container_id not in self.down] if running else []
+        return running.with_replicas(up) if running and up else running
 
 
 def _running_from_phase(data: dict[str, str], since: float) -> Running:
@@ -92,28 +100,36 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
     # The recorded version on those of its containers that still exist, at the addresses Docker reports now.
     current = _present(app, state.current, by_id, notes) if state.current else None
 
+    down = {c.id for c in containers if not c.running}
     new_id = state.phase_data.get("container", "")
-    new = by_id.get(new_id)
+    journalled = _running_from_phase(state.phase_data, now) if new_id else None
+    # The new version is up when any of its containers runs (with replicas, the first may be restarting).
+    replicas = journalled.replicas if journalled else []
+    up = [by_id[r.container_id] for r in replicas if r.container_id in by_id and r.container_id not in down]
+    new = up[0] if up else by_id.get(new_id)
     old = current if current and current.container_id != new_id else None
 
     if state.phase == ROLLING_BACK:
         return _finish_rollback(app, old, new, containers, notes)
 
-    switched = state.phase in AFTER_SWITCH or (state.phase == "switching" and new is not None and new.address in routed)
-    if state.phase and new and new.running and switched:
-        live = _present(app, _running_from_phase(state.phase_data, now), by_id, notes)
-        if state.phase == "stopping":
-            old = None  # drained and sent SIGTERM before the crash: removing it is all that is left
+    switched = state.phase in AFTER_SWITCH or (
+        state.phase == "switching" and journalled is not None and bool(set(journalled.addresses) & routed)
+    )
+    if state.phase and up and switched:
+        live = _present(app, journalled, by_id, notes)
         keep = _ids(live) | _ids(old)
-        notes.append(f"{app}: finishing the interrupted deploy of {new.tag} (it had switched)")
+        notes.append(f"{app}: finishing the interrupted deploy of {live.tag} (it had switched)")
         until = state.phase_data.get("until", "") if state.phase == "probation" else ""
+        # Stopping: drained before the crash, so its probation is over; the old containers that still run
+        # are stopped (a stop of a stopped one is a no-op) and removed, not just killed.
         return Plan(
             current=live,
             drain_and_stop=old,
-            probation_until=float(until) if until else None,
+            probation_until=now if state.phase == "stopping" else float(until) if until else None,
             remove=[c for c in containers if c.id not in keep],
             interrupted=Interrupted.AFTER_SWITCH,
             notes=notes,
+            down=down,
         )
     if state.phase in ("draining", "probation") and old:
         # The new version went live and then died while the old one still ran: the old one serves again,
@@ -124,6 +140,7 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
             remove=[c for c in containers if c.id not in _ids(old)],
             interrupted=Interrupted.ROLLED_BACK,
             notes=notes,
+            down=down,
         )
 
     if current is None and not state.phase:
@@ -132,7 +149,7 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
     interrupted = Interrupted.BEFORE_SWITCH if state.phase else Interrupted.NONE
     if interrupted:
         notes.append(f"{app}: an interrupted deploy ({state.phase}) never went live; removing what it started")
-    return Plan(current=current, remove=remove, interrupted=interrupted, notes=notes)
+    return Plan(current=current, remove=remove, interrupted=interrupted, notes=notes, down=down)
 
 
 def _finish_rollback(
@@ -152,7 +169,8 @@ def _finish_rollback(
         )
     if new and new.running:
         stays = _running_from_found(new, containers)
-        notes.append(f"{app}: the roll-back has nothing to go back to (the old container is gone); {stays.names} stays")
+        gone = f"no container of {old.tag} runs" if old else "the old version is gone"
+        notes.append(f"{app}: the roll-back has nothing to go back to ({gone}); {stays.names} stays")
         return Plan(
             current=stays,
             remove=[c for c in containers if c.id not in _ids(stays)],

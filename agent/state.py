@@ -169,9 +169,15 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o640) -> None:
 
 # state.toml's layout. 0: zdd 0.1.0 as first released (no `format` key); 1: the key is written. A newer zdd
 # reads every older format (tests/unit/test_state.py loads a file an earlier release wrote); an older zdd
-# refuses a newer format rather than misread it. 2: a version may run on several containers (`more`): an
-# older zdd would take replicas 2..N for leftovers and remove them.
+# refuses a newer format rather than misread it. 2: some version runs on several containers (`more`), which
+# an older zdd would take for leftovers and remove; a state without replicas is still written as 1, so
+# going back to the earlier release stays possible until an app uses them.
 STATE_FORMAT = 2
+
+
+def written_format(state: State) -> int:
+    replicas = any((a.current is not None and a.current.more) or a.phase_data.get("more") for a in state.apps.values())
+    return STATE_FORMAT if replicas else 1
 
 
 class StateStore:
@@ -210,5 +216,5 @@ class StateStore:
         )
 
     def save(self, state: State) -> None:
-        document = {"format": STATE_FORMAT, **_drop_empty(asdict(state))}
+        document = {"format": written_format(state), **_drop_empty(asdict(state))}
         write_atomically(self.path, tomli_w.dumps(document).encode())

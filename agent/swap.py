@@ -51,6 +51,7 @@ class Runtime(Protocol):
     def exit_reason(self, container_id: str) -> str | None: ...
     def is_running(self, container_id: str) -> bool: ...
     def stop(self, container_id: str, timeout: float) -> None: ...
+    def stop_all(self, container_ids: Sequence[str], timeout: float) -> None: ...  # side by side
     def remove(self, container_id: str) -> None: ...
     def output(self, container_id: str, lines: int) -> str: ...
     def run_release(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> tuple[str, str, bool]: ...
@@ -65,7 +66,8 @@ class Router(Protocol):
 
     # sets: each version's container addresses, newest first; every new request goes to the first set.
     def route(self, app: AppConfig, sets: Sequence[Sequence[str]]) -> None: ...
-    def in_flight(self, address: str) -> int | None: ...
+    # Requests in flight to any of these addresses, read at once; None when Caddy lists none of them.
+    def in_flight(self, addresses: Sequence[str]) -> int | None: ...
 
 
 class Prober(Protocol):
@@ -119,7 +121,9 @@ class Swap:
     def deploy(self, app: AppConfig, ref: ImageRef, current: Running | None, deploy_id: str) -> Outcome:
         old_tag = current.tag if current else "(none)"
         what = f"{app.name}: {old_tag} -> {ref.version}"
-        if current and current.reference == str(ref) and app.pull != "always":
+        # A changed `replicas` makes a deploy of the live version a real one: it starts the new number.
+        resized = current is not None and len(current.replicas) != app.replicas
+        if current and current.reference == str(ref) and app.pull != "always" and not resized:
             log.info("%s: %s is already live; nothing to do", app.name, ref.version)
             return Outcome(current, changed=False)
 
@@ -127,7 +131,7 @@ class Swap:
         self.journal.enter(app.name, "pulling", deploy=deploy_id, reference=str(ref))
         self._pull(app, ref, what)
         image_id = self.runtime.image_id(ref)
-        if current and current.image_id == image_id:
+        if current and current.image_id == image_id and not resized:
             log.info("%s: %s is the image already live (%s); nothing to do", app.name, ref.version, image_id[:19])
             self.journal.enter(app.name, "")
             return Outcome(current, changed=False)
@@ -221,10 +225,11 @@ class Swap:
         what = f"{app.name}: {old.tag} -> {new.tag}"
         self.journal.enter(app.name, "stopping", deploy=deploy_id, **phase_data(new, old))
         self.status(f"{what}: stopping {old.tag}")
+        started = self.clock.monotonic()
+        self.runtime.stop_all([r.container_id for r in old.replicas], app.stop_timeout)
+        took = self.clock.monotonic() - started
         for replica in old.replicas:
-            started = self.clock.monotonic()
-            self.runtime.stop(replica.container_id, app.stop_timeout)
-            self._report_stop(app, old.tag, replica, self.clock.monotonic() - started, what)
+            self._report_stop(app, old.tag, replica, took, what)
             self.runtime.remove(replica.container_id)
             log.info("%s: removed %s", what, replica.container_name)
 
@@ -256,7 +261,9 @@ class Swap:
                 return False
         except TemporaryError:
             return False  # cannot tell: going back is still the better bet
-        log.error("%s: %s, but %s is not running either: %s stays", what, reason, old.names, new.tag)
+        log.error(
+            "%s: %s, but no container of %s runs either (%s): %s stays", what, reason, old.tag, old.names, new.tag
+        )
         return True
 
     def send_back(self, app: AppConfig, new: Running, old: Running, deploy_id: str, reason: str, after: str) -> None:
@@ -266,7 +273,7 @@ class Swap:
         log.error("%s: %s: %s; routing back to %s", what, after, reason, old.tag)
         self.journal.enter(app.name, ROLLING_BACK, deploy=deploy_id, **phase_data(new, old))
         try:
-            self.router.route(app, [old.addresses])
+            self.router.route(app, [self._routable(old)])
         except ZddError as err:
             log.warning("%s: the route back to %s is not confirmed yet (%s)", what, old.tag, err)
 
@@ -289,21 +296,20 @@ class Swap:
         # Journalled first: an agent that dies from here on finishes going back when it restarts.
         self.journal.enter(app.name, ROLLING_BACK, deploy=deploy_id, **phase_data(new, old))
         try:
-            self.router.route(app, [old.addresses])
+            self.router.route(app, [self._routable(old)])
         except ZddError as err:
             # Never remove a container zdd dns may still answer: the converger goes back once it can.
             raise TemporaryError(
                 f"{what}: {reason}; the route back to {old.tag} is not confirmed ({err}); "
-                f"{new.names} keeps running until it is"
+                f"{_each(new, 'keeps', 'keep')} running until it is"
             ) from err
         self._wait(self.router.switch_delay)  # requests sent meanwhile may still reach the new one
-        for replica in new.replicas:
-            self.runtime.stop(replica.container_id, app.stop_timeout)
+        self.runtime.stop_all([r.container_id for r in new.replicas], app.stop_timeout)
         self._keep_output(app, new.replicas, f"{what}: {reason}")
         for replica in new.replicas:
             self.runtime.remove(replica.container_id)
         raise PermanentError(
-            f"{what}: failed {after}: {reason}; traffic is back on {old.tag} and {new.names} is removed"
+            f"{what}: failed {after}: {reason}; traffic is back on {old.tag} and {_each(new, 'is', 'are')} removed"
         )
 
     def _pull(self, app: AppConfig, ref: ImageRef, what: str) -> None:
@@ -417,7 +423,8 @@ class Swap:
         started = self.clock.monotonic()
         deadline = started + app.start_timeout
         passed = dict.fromkeys((r.container_id for r in new), 0)
-        probes, last = 0, "no probe answered yet"
+        last = dict.fromkeys(passed, "no probe answered yet")  # each container's last failure
+        probes = 0
         while True:
             probed = self.clock.monotonic()
             for replica in (r for r in new if passed[r.container_id] < app.health_successes):
@@ -437,7 +444,7 @@ class Swap:
                 if failure is None:
                     passed[replica.container_id] += 1
                 else:
-                    passed[replica.container_id], last = 0, failure
+                    passed[replica.container_id], last[replica.container_id] = 0, failure
             pending = [r for r in new if passed[r.container_id] < app.health_successes]
             self.status(f"{what}: {_gate_progress(passed, app.health_successes)}")
             if not pending:
@@ -453,7 +460,8 @@ class Swap:
             if self.clock.monotonic() >= deadline:
                 raise PermanentError(
                     f"{what}: health check {probe_url(pending[0].address, app)} did not pass {app.health_successes} "
-                    f"times in a row within {human_duration(app.start_timeout)} ({probes} probes; last: {last})"
+                    f"times in a row within {human_duration(app.start_timeout)} ({probes} probes; "
+                    f"last: {last[pending[0].container_id]})"
                 )
             self.tick()
             # Probes start health_interval apart: the probe's and the tick's own time count in it.
@@ -493,7 +501,7 @@ class Swap:
         self.status(f"{what}: draining {old.tag}")
         while True:
             try:
-                in_flight = self._in_flight(old)
+                in_flight = self.router.in_flight(old.addresses)
             except TemporaryError as err:
                 log.warning("%s: cannot read Caddy's in-flight count (%s); retrying", what, err)
                 in_flight = -1
@@ -521,10 +529,14 @@ class Swap:
             self.tick()
             self.clock.sleep(DRAIN_POLL)
 
-    def _in_flight(self, old: Running) -> int | None:
-        """Requests Caddy has in flight to any of the old containers; None when it lists none of them."""
-        counts = [self.router.in_flight(address) for address in old.addresses]
-        return None if all(count is None for count in counts) else sum(count or 0 for count in counts)
+    def _routable(self, old: Running) -> list[str]:
+        """The old version's addresses to go back to: those of its containers that run (a replica that
+        died meanwhile would fail its share of requests), or all of them when Docker cannot say."""
+        try:
+            running = [r.address for r in old.replicas if self.runtime.is_running(r.container_id)]
+        except TemporaryError:
+            running = []
+        return running or old.addresses
 
     def _wait(self, seconds: float) -> None:
         until = self.clock.monotonic() + seconds
@@ -559,6 +571,11 @@ class Swap:
             log.warning(
                 "%s: cannot keep the output of %s: %s", app.name, ", ".join(r.container_name for r in containers), err
             )
+
+
+def _each(running: Running, one: str, several: str) -> str:
+    """`zdd-web-d2 is` or `zdd-web-d2, zdd-web-d2-2 are`: a version's containers with the verb that fits."""
+    return f"{running.names} {one if len(running.replicas) == 1 else several}"
 
 
 def _gate_progress(passed: dict[str, int], needed: int) -> str:

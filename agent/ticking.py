@@ -10,7 +10,7 @@ thread is abandoned then; docker-py's own timeout ends it.
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .config import HealthCheck
@@ -106,6 +106,10 @@ class TickingRuntime:
 
     def stop(self, container_id: str, timeout: float) -> None:
         self.ticking.call(f"stop {container_id[:12]}", lambda: self.runtime.stop(container_id, timeout), timeout)
+
+    def stop_all(self, container_ids: Sequence[str], timeout: float) -> None:
+        what = f"stop {len(container_ids)} containers"
+        self.ticking.call(what, lambda: self.runtime.stop_all(container_ids, timeout), timeout)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.runtime, name)

@@ -114,6 +114,10 @@ class FakeRuntime:
     def output(self, container_id: str, lines: int) -> str:
         return f"output of {container_id}\n"
 
+    def stop_all(self, container_ids: Sequence[str], timeout: float) -> None:
+        for container_id in container_ids:
+            self.stop(container_id, timeout)
+
     def remove(self, container_id: str) -> None:
         self.releases = {deploy: cid for deploy, cid in self.releases.items() if cid != container_id}
         self.removed.append(container_id)
@@ -150,7 +154,11 @@ class FakeRouter:
         if self.routed(app.name) != [list(addresses) for addresses in sets if addresses]:
             self.route(app, sets)
 
-    def in_flight(self, address: str) -> int | None:
+    def in_flight(self, addresses: Sequence[str]) -> int | None:
+        counts = [self._in_flight(address) for address in addresses]
+        return None if all(count is None for count in counts) else sum(count or 0 for count in counts)
+
+    def _in_flight(self, address: str) -> int | None:
         readings = self.in_flight_by_address.get(address)
         if not readings:
             return 0 if self.routes and any(address in addresses for addresses in self.routes[-1]) else None

@@ -5,7 +5,8 @@ SLOW_SECONDS, so a request can be in flight at the moment of the switch, `/cgi-b
 a POST's body and answers the version, `/cgi-bin/sleep?N` that answers after N seconds (a request
 that holds a drain open), `/cgi-bin/hostup`, a health check that (like Rails or Django)
 answers 403 to any Host but APP_HOST, and `/cgi-bin/peer`, the answer of http://accessory:8080/ (an
-accessory reached by name on a network the app joins).
+accessory reached by name on a network the app joins), and `/cgi-bin/whoami`, the version and the
+container's host name (Docker's short container id), which tells replicas apart.
 """
 
 import os
@@ -93,6 +94,12 @@ VARIANTS = {
         True,
     ),
 }
+# Reads a POST's body first, so that it serves the load client's POSTs too.
+WHOAMI_CGI = """#!/bin/sh
+head -c "${CONTENT_LENGTH:-0}" >/dev/null
+answer="$(cat /www/index.html) $(hostname)"
+printf 'Content-Type: text/plain\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n%s' "${#answer}" "$answer"
+"""
 
 
 def build(
@@ -114,7 +121,7 @@ def build(
         (www / "cgi-bin" / "slow").chmod(0o755)
         (www / "cgi-bin" / "post").write_text(POST_CGI)
         (www / "cgi-bin" / "post").chmod(0o755)
-        for cgi, text in (("hostup", HOSTUP_CGI), ("peer", PEER_CGI), ("sleep", SLEEP_CGI)):
+        for cgi, text in (("hostup", HOSTUP_CGI), ("peer", PEER_CGI), ("sleep", SLEEP_CGI), ("whoami", WHOAMI_CGI)):
             (www / "cgi-bin" / cgi).write_text(text)
             (www / "cgi-bin" / cgi).chmod(0o755)
         (root / "app").mkdir()

@@ -4,10 +4,11 @@ from datetime import datetime
 
 import pytest
 
-from zdd.app_logs import app_named, parse_since, parse_tail
+from zdd.app_logs import app_named, parse_since, parse_tail, pick_replica
 from zdd.config import parse_config
 from zdd.errors import RequestError
 from zdd.failed_output import FailedOutput
+from zdd.state import Replica, Running
 
 NOW = 1_800_000_000.0
 
@@ -67,3 +68,19 @@ def test_failed_output_is_kept_replaced_and_forgotten(tmp_path):
     assert kept.read("web") == "second failure\n" and oct(kept.path("web").stat().st_mode & 0o777) == "0o640"
     kept.keep("web", "")
     assert kept.read("web") is None and list(kept.dir.iterdir()) == []
+
+
+TWO = Running(
+    "v2", "r/web:v2", "sha256:2", "c2", "zdd-web-d2", "10.0.0.2:8080", 0.0, [Replica("c3", "zdd-web-d2-2", "")]
+)
+
+
+@pytest.mark.parametrize(("number", "name"), [(1, "zdd-web-d2"), (2, "zdd-web-d2-2")])
+def test_replica_picks_the_nth_container_of_the_live_version(number, name):
+    assert pick_replica("web", TWO, number).container_name == name
+
+
+@pytest.mark.parametrize("number", [0, 3, -1])
+def test_a_replica_that_does_not_exist_says_how_many_there_are(number):
+    with pytest.raises(RequestError, match=rf"--replica {number}: web runs 2 container\(s\) of v2 \(1..2\)"):
+        pick_replica("web", TWO, number)

@@ -111,6 +111,9 @@ def test_durations_and_optional_keys():
         ({"cpus": "2"}, "apps.web.cpus: expected a number of CPUs above 0"),
         ({"cpus": True}, "apps.web.cpus: expected a number of CPUs above 0"),
         ({"pids_limit": 0}, "apps.web.pids_limit: must be at least 1, got 0"),
+        ({"replicas": 0}, "apps.web.replicas: must be 1 to 16"),
+        ({"replicas": 17}, "apps.web.replicas: must be 1 to 16"),
+        ({"replicas": "2"}, "apps.web.replicas: expected"),
         ({"release_command": []}, "apps.web.release_command: expected a command: a list like"),
         ({"release_command": "  "}, "apps.web.release_command: expected a command"),
         ({"release_command": ["a", 1]}, "apps.web.release_command: expected a command"),
@@ -155,6 +158,8 @@ def test_app_problems_name_their_key(keys, problem):
             {"release_command": ("/bin/sh", "-c", "rake db:migrate && rake assets:upload")},
         ),
         ({"release_timeout": "10m"}, {"release_timeout": 600.0}),
+        ({}, {"replicas": 1}),
+        ({"replicas": 3}, {"replicas": 3}),
     ],
 )
 def test_health_networks_and_limits(keys, expected):

@@ -59,9 +59,10 @@ def test_crash_while_draining_finishes_the_deploy_with_a_drain():
     assert p.remove == []
 
 
-def test_crash_while_stopping_removes_the_already_drained_old():
+def test_crash_while_stopping_stops_and_removes_the_already_drained_old_without_a_drain_or_probation():
     p = plan("stopping", [OLD_FOUND, NEW_FOUND])
-    assert p.current.container_id == "c2" and p.drain_and_stop is None and p.remove == [OLD_FOUND]
+    assert p.current.container_id == "c2" and p.drain_and_stop == OLD and p.remove == []
+    assert p.probation_until is not None  # over already: the swap retires the old at once
 
 
 def test_crash_while_stopping_after_old_was_removed():

@@ -13,7 +13,7 @@ from tests.unit.test_probation import run_out, watched  # noqa: F401  (a fixture
 from tests.unit.test_swap import APP, ref, world  # noqa: F401  (a fixture)
 from zdd.errors import PermanentError
 from zdd.reconcile import Found, plan_app
-from zdd.state import AppState, Replica, Running, State, StateStore, decode_replicas, encode_replicas
+from zdd.state import STATE_FORMAT, AppState, Replica, Running, State, StateStore, decode_replicas, encode_replicas
 from zdd.swap import phase_data
 
 TWO = replace(APP, replicas=2)
@@ -47,9 +47,9 @@ def test_a_deploy_gates_every_new_replica_switches_the_set_and_drains_every_old_
         "keep c3 running",
         "route [10.0.0.2:8080 10.0.0.3:8080] [10.0.0.1:8080 10.0.0.100:8080]",
         "route [10.0.0.2:8080 10.0.0.3:8080]",
-        "stop c1 timeout=7",
-        "remove c1",
+        "stop c1 timeout=7",  # side by side (stop_all)
         "stop c0 timeout=7",
+        "remove c1",
         "remove c0",
     ]
     # The drain waited for the busier old replica, and said what was in flight on both together.
@@ -100,6 +100,7 @@ def test_the_phase_journal_and_the_state_file_keep_every_replica(tmp_path):
     store = StateStore(tmp_path)
     store.save(State(instance="ab12cd34", apps={"web": AppState(current=V1_TWO)}))
     assert store.load().app("web").current == V1_TWO
+    assert (tmp_path / "state.toml").read_text().startswith(f"format = {STATE_FORMAT}\n")  # an older zdd refuses it
 
 
 V2_TWO_FOUND = [
@@ -137,8 +138,51 @@ def test_a_crash_while_draining_replicas_finishes_with_every_container(converge_
         "route [10.0.0.2:8080 10.0.0.3:8080] [10.0.0.1:8080 10.0.0.100:8080]",
         "route [10.0.0.2:8080 10.0.0.3:8080]",
         "stop c1 timeout=7",
-        "remove c1",
         "stop c0 timeout=7",
+        "remove c1",
         "remove c0",
     ]
     assert converge_world["state"].app("web").current.addresses == ["10.0.0.2:8080", "10.0.0.3:8080"]
+
+
+def test_a_crash_while_stopping_stops_what_still_runs_of_the_old_set_and_removes_it(converge_world):  # noqa: F811
+    v2_phase = {"deploy": "d2", "container": "c2", "address": "10.0.0.2:8080", "tag": "v2", "old": "c1"}
+    running_deploy(converge_world, "stopping", v2_phase)
+    converge_world["runtime"].found = [V1_FOUND, V2_TWO_FOUND[0]]
+    converge_world["c"].converge([APP])
+    assert [e for e in converge_world["log"] if not e.startswith("phase")] == [
+        "route 10.0.0.2:8080",  # no drain again: it had drained
+        "stop c1 timeout=7",  # SIGTERM first, as the retire it was in would have done
+        "remove c1",
+    ]
+
+
+def test_an_idle_converge_routes_around_a_replica_that_does_not_run(converge_world):  # noqa: F811
+    v2 = Running(
+        "v2",
+        "r/web:v2",
+        "sha256:2",
+        "c2",
+        "zdd-web-d2",
+        "10.0.0.2:8080",
+        2.0,
+        [Replica("c3", "zdd-web-d2-2", "10.0.0.3:8080")],
+    )
+    converge_world["state"].app("web").current = v2
+    stopped = replace(V2_TWO_FOUND[1], running=False, address="")
+    converge_world["runtime"].found = [V2_TWO_FOUND[0], stopped]
+    converge_world["router"].routes = [[["10.0.0.2:8080", "10.0.0.3:8080"]]]
+    converge_world["c"].converge([replace(APP, replicas=2)])
+    assert converge_world["router"].routes[-1] == [["10.0.0.2:8080"]]  # Docker may restart it: it stays
+    assert converge_world["runtime"].removed == [] and converge_world["state"].app("web").current == v2
+    converge_world["runtime"].found = V2_TWO_FOUND  # restarted at the same address
+    converge_world["c"].converge([replace(APP, replicas=2)])
+    assert converge_world["router"].routes[-1] == [["10.0.0.2:8080", "10.0.0.3:8080"]]
+
+
+def test_a_new_replica_count_makes_a_deploy_of_the_live_version_a_real_one(world):  # noqa: F811
+    live = replace(V1_TWO, tag="v2", reference="registry.example.com/acme/web:v2", image_id="sha256:222")
+    outcome = world["swap"].deploy(replace(APP, replicas=3), ref("v2"), live, "d1")
+    assert outcome.changed and len(outcome.running.replicas) == 3
+    same = world["swap"].deploy(replace(APP, replicas=3), ref("v2"), outcome.running, "d2")
+    assert not same.changed  # the count matches now: nothing to do
