@@ -231,3 +231,36 @@ def test_a_request_dropped_while_zdd_is_stopped_is_deployed_when_it_starts(machi
     (entry,) = [e for e in json.loads(as_alice(machine, "zdd", "history", "--json").stdout) if e["tag"] == "v3"]
     assert (entry["result"], entry["requested_by"]) == ("succeeded", uid)
     assert_never_restarted(machine)
+
+
+def test_the_operator_runs_two_replicas_and_a_deploy_swaps_both(machine):
+    # The operator sets `replicas = 2` (README's config table) and reloads; alice deploys the live
+    # version again, which now starts two containers of it; the site serves throughout.
+    config = machine.run("cat", "/etc/zdd/zdd.toml").stdout
+    machine.write("/etc/zdd/zdd.toml", sub_once(r"^port = 8080$", "port = 8080\nreplicas = 2", config))
+    assert machine.run("zdd", "check", check=False).returncode == 0
+    machine.run("systemctl", "reload", "zdd")
+    with LoadClient(SITE_PORT) as load:
+        time.sleep(1)
+        deploy = as_alice(machine, *waiting("deploy", "v3"), check=False)
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        time.sleep(images.SLOW_SECONDS + 0.5)
+    assert load.failures == [], load.summary()
+
+    report = json.loads(as_alice(machine, "zdd", "status", "--json").stdout)["web"]
+    assert report["current"] == "v3" and len(report["replicas"]) == 2, report
+    names = [r["container"] for r in report["replicas"]]
+    assert names[1] == names[0] + "-2", names
+    # Each replica answers: Caddy spreads new visitors over both containers.
+    seen = set()
+    wait_until(lambda: seen.add(whoami()) or len(seen) == 2, 30, "both replicas answering")
+    assert {answer.split()[0] for answer in seen} == {"v3"}
+    logs = machine.run("zdd", "logs", "web", "--replica", "2", "-n", "5", check=False)
+    assert logs.returncode == 0, logs.stderr
+    assert_never_restarted(machine)
+
+
+def whoami() -> str:
+    status, body = http_get(SITE_PORT, "/cgi-bin/whoami")
+    assert status == 200, (status, body)
+    return body

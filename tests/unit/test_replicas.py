@@ -11,6 +11,7 @@ from tests.unit.test_converge import V1_FOUND, running_deploy
 from tests.unit.test_converge import world as converge_world  # noqa: F401  (a fixture)
 from tests.unit.test_probation import run_out, watched  # noqa: F401  (a fixture)
 from tests.unit.test_swap import APP, ref, world  # noqa: F401  (a fixture)
+from zdd.caddy import render_fixed_snippet, snippet_fixed_addresses
 from zdd.errors import PermanentError
 from zdd.reconcile import Found, plan_app
 from zdd.state import STATE_FORMAT, AppState, Replica, Running, State, StateStore, decode_replicas, encode_replicas
@@ -186,3 +187,15 @@ def test_a_new_replica_count_makes_a_deploy_of_the_live_version_a_real_one(world
     assert outcome.changed and len(outcome.running.replicas) == 3
     same = world["swap"].deploy(replace(APP, replicas=3), ref("v2"), outcome.running, "d2")
     assert not same.changed  # the count matches now: nothing to do
+
+
+@pytest.mark.parametrize(
+    ("addresses", "read_back"),
+    [
+        (["10.0.0.2:8080"], ["10.0.0.2:8080"]),
+        (["10.0.0.2:8080", "10.0.0.3:8080"], ["10.0.0.2:8080", "10.0.0.3:8080"]),
+        ([], []),  # not deployed: the 503 snippet names no upstream
+    ],
+)
+def test_zdd_detach_pins_every_live_replica_and_a_later_adoption_reads_them_back(addresses, read_back):
+    assert snippet_fixed_addresses(render_fixed_snippet(TWO, addresses)) == read_back
