@@ -237,7 +237,7 @@ def test_the_operator_runs_two_replicas_and_a_deploy_swaps_both(machine):
     # The operator sets `replicas = 2` (README's config table) and reloads; alice deploys the live
     # version again, which now starts two containers of it; the site serves throughout.
     config = machine.run("cat", "/etc/zdd/zdd.toml").stdout
-    machine.write("/etc/zdd/zdd.toml", sub_once(r"^port = 8080$", "port = 8080\nreplicas = 2", config))
+    machine.write("/etc/zdd/zdd.toml", sub_once(r"^(port = 8080.*)$", r"\1\nreplicas = 2", config))
     assert machine.run("zdd", "check", check=False).returncode == 0
     machine.run("systemctl", "reload", "zdd")
     with LoadClient(SITE_PORT) as load:
