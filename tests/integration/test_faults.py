@@ -62,7 +62,7 @@ def test_caddy_gone_during_a_deploy_does_not_stop_it_and_caddy_comes_back_on_the
         instance = StateStore(stack.state_dir).load().instance
         assert f"dynamic a web.p8080.{instance}.zdd.internal. 8080" in stack.snippet.read_text()
         v2_address = StateStore(stack.state_dir).load().app("web").current.address
-        assert RouteFile(stack.state_dir / "routes.toml").load().apps == {"web": [v2_address]}
+        assert RouteFile(stack.state_dir / "routes.toml").load().apps == {"web": [[v2_address]]}  # one set of one
         stack.caddy.start()
         up = time.monotonic()
         stack.caddy.wait_serving("v2")
