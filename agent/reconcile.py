@@ -134,7 +134,7 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
     if state.phase in ("draining", "probation") and old:
         # The new version went live and then died while the old one still ran: the old one serves again,
         # and a version that died in service is not retried.
-        notes.append(f"{app}: the new container died after the switch ({state.phase}); {old.tag} serves again")
+        notes.append(f"{app}: the new version stopped running after the switch ({state.phase}); {old.tag} serves again")
         return Plan(
             current=old,
             remove=[c for c in containers if c.id not in _ids(old)],
