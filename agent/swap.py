@@ -435,9 +435,10 @@ class Swap:
                 exited = self.runtime.exit_reason(replica.container_id) if failure is not None else None
                 if exited:
                     # A stopping dockerd stops every container and its API answers a moment longer: asked
-                    # again a second later, an engine going away is an outage (retried), not a crash.
+                    # again a second later, an engine going away is an outage (retried), not a crash. That
+                    # later answer is the one told: Docker marks an out-of-memory kill a moment after the exit.
                     self._wait(ENGINE_SETTLE)
-                    self.runtime.exit_reason(replica.container_id)
+                    exited = self.runtime.exit_reason(replica.container_id) or exited
                     raise PermanentError(
                         f"{what}: container {replica.container_name} {exited} before it became healthy"
                     )

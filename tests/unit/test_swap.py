@@ -311,3 +311,12 @@ def test_the_log_says_how_the_old_version_ended(world, caplog, exit_code, took, 
     caplog.set_level("INFO")
     world["swap"].deploy(APP, ref("v2"), V1, "d1")
     assert logged in caplog.text
+
+
+def test_a_crash_in_the_gate_is_told_as_docker_says_it_a_moment_later(world):
+    # Docker sets OOMKilled a moment after the exit: the reason read after ENGINE_SETTLE is the one told.
+    readings = iter(["exited with code 137", "exited with code 137 (out of memory)"])
+    world["runtime"].exit_reason = lambda container_id: next(readings)
+    world["prober"].results = ["connection refused"]
+    with pytest.raises(PermanentError, match=r"exited with code 137 \(out of memory\) before it became healthy"):
+        world["swap"].deploy(APP, ref("v2"), V1, "d1")
