@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from tests.support.fakes import collapse
-from tests.unit.test_converge import V1_FOUND, running_deploy
+from tests.unit.test_converge import V1_FOUND, V2_PHASE, running_deploy
 from tests.unit.test_converge import world as converge_world  # noqa: F401  (a fixture)
 from tests.unit.test_probation import run_out, watched  # noqa: F401  (a fixture)
 from tests.unit.test_swap import APP, ref, world  # noqa: F401  (a fixture)
@@ -119,17 +119,8 @@ def test_lost_state_adopts_the_routed_version_with_all_its_replicas():
 
 
 def test_a_crash_while_draining_replicas_finishes_with_every_container(converge_world):  # noqa: F811
-    v2_phase = {
-        "deploy": "d2",
-        "container": "c2",
-        "address": "10.0.0.2:8080",
-        "tag": "v2",
-        "reference": "r/web:v2",
-        "image": "sha256:2",
-        "name": "zdd-web-d2",
-        "more": "c3,zdd-web-d2-2,10.0.0.33:8080",  # dockerd moved it since: followed
-        "old": "c1",
-    }
+    # Its second replica as journalled; dockerd has moved it since (V2_TWO_FOUND): it is followed.
+    v2_phase = {**V2_PHASE, "name": "zdd-web-d2", "more": "c3,zdd-web-d2-2,10.0.0.33:8080"}
     running_deploy(converge_world, "draining", v2_phase)
     v1 = converge_world["state"].app("web").current
     converge_world["state"].app("web").current = replace(v1, more=[Replica("c0", "zdd-web-1-2", "10.0.0.100:8080")])
