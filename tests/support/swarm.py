@@ -138,9 +138,9 @@ class Registry:
         self.for_host = f"127.0.0.1:{self.port}"
         self.for_nodes = f"{SUBNET}.1:{self.port}"
 
-    def push(self, client: docker.DockerClient, image: str, repository: str) -> str:
-        """Push a local image of the host's engine; returns its name as the nodes pull it."""
-        name, _, tag = image.rpartition(":")
+    def push(self, client: docker.DockerClient, image: str) -> str:
+        """Push `repository:tag`, a local image of the host's engine; returns its name as the nodes pull it."""
+        repository, _, tag = image.rpartition(":")
         client.images.get(image).tag(f"{self.for_host}/{repository}", tag)
         for line in client.images.push(f"{self.for_host}/{repository}", tag, stream=True, decode=True):
             if "error" in line:

@@ -1,0 +1,27 @@
+"""The Swarm tier: a real 3-node Docker Swarm (tests/support/swarm.py) on the engine at DOCKER_HOST,
+with the test images in a registry its nodes pull from."""
+
+import os
+
+import docker
+import pytest
+
+from tests.support import images
+from tests.support.swarm import swarm
+
+DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    try:
+        host = docker.DockerClient(base_url=DOCKER_HOST, timeout=120)
+        host.ping()
+    except Exception as err:
+        pytest.fail(f"the Swarm tier needs a running dockerd at {DOCKER_HOST} ({err}); .ci/run starts one")
+    with swarm(host, tmp_path_factory.mktemp("swarm")) as running:
+        running.images = {}
+        for tag in ("v1", "v2"):
+            running.images[tag] = running.registry.push(host, images.build(host, tag))
+        running.host = host
+        yield running
