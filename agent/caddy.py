@@ -21,7 +21,7 @@ from pathlib import Path
 from . import dns
 from .config import AppConfig, CaddyConfig, Config
 from .errors import ConfigError, PermanentError, TemporaryError
-from .routes import DOMAIN, RouteFile, RouteTable, Sets, address_port, upstream_name
+from .routes import DOMAIN, RouteFile, RouteTable, Sets, address_port, node_host, srv_name, upstream_name
 from .state import write_atomically
 from .units import format_duration
 
@@ -55,6 +55,27 @@ def render_snippet(app: AppConfig, name: str | None, port: int, resolver: str) -
         "\ttransport http {\n"
         f"\t\tkeepalive {format_duration(UPSTREAM_IDLE)}\n"
         # Caddy before 2.11 drops its other keep-alive defaults once one is set: restate them.
+        "\t\tkeepalive_interval 30s\n"
+        "\t\tkeepalive_idle_conns_per_host 32\n"
+        "\t}\n"
+        "}\n"
+    )
+
+
+def render_srv_snippet(app: AppConfig, name: str, resolver: str) -> str:
+    """The snippet of an app on a Swarm: its tasks by SRV (each its node's name and its colour's port),
+    and the transport resolves those node names through zdd dns too (Go refuses an IP as SRV target)."""
+    return (
+        f"# Managed by zdd for app {app.name}; rewritten when its upstream changes. Do not edit.\n"
+        "# Caddy asks zdd dns which Swarm tasks serve; a deploy changes that answer, not this file.\n"
+        "reverse_proxy {\n"
+        f"\tdynamic srv {name} {{\n"
+        f"\t\tresolvers udp/{resolver}\n"
+        f"\t\trefresh {format_duration(REFRESH)}\n"
+        "\t}\n"
+        "\ttransport http {\n"
+        f"\t\tresolvers udp/{resolver}\n"
+        f"\t\tkeepalive {format_duration(UPSTREAM_IDLE)}\n"
         "\t\tkeepalive_interval 30s\n"
         "\t\tkeepalive_idle_conns_per_host 32\n"
         "\t}\n"
@@ -196,6 +217,8 @@ class CaddyRouter:
         port = _first_port(sets)
         if port is None:
             return render_snippet(app, None, 0, self.config.caddy.resolver)
+        if app.engine == "swarm":
+            return render_srv_snippet(app, srv_name(app.name, self.instance), self.config.caddy.resolver)
         return render_snippet(app, upstream_name(app.name, port, self.instance), port, self.config.caddy.resolver)
 
     def write_snippet(self, app: AppConfig, sets: Sets) -> bool:
@@ -263,9 +286,13 @@ class CaddyRouter:
         """Ask zdd dns what Caddy will be told. It re-reads routes.toml on every query, so a wrong
         answer means another responder (or none) listens at caddy.resolver."""
         resolver = self.config.caddy.resolver
-        for name, expected in self.table().names(app.name).items():
+        names: dict[str, object] = dict(self.table().names(app.name))
+        if app.engine == "swarm":
+            name = srv_name(app.name, self.instance)
+            names = {name: self.table().lookup_srv(name)}
+        for name, expected in names.items():
             try:
-                answered = dns.resolve(resolver, name)
+                answered = dns.resolve_srv(resolver, name) if app.engine == "swarm" else dns.resolve(resolver, name)
             except OSError as err:
                 raise TemporaryError(
                     f"{app.name}: zdd dns at {resolver} does not answer ({err or type(err).__name__}); Caddy "
@@ -314,9 +341,10 @@ class CaddyRouter:
         port = _first_port(sets) if sets else self._snippet_port(app)
         if port is None:
             return True  # no version yet: the snippet answers 503, nothing to look for
-        name = upstream_name(app.name, port, self.instance)
+        source, name = ("srv", srv_name(app.name, self.instance)) if app.engine == "swarm" else ("a", None)
+        name = name or upstream_name(app.name, port, self.instance)
         config = json.loads(self.admin.request("GET", "/config/") or b"null")
-        return any(item.get("name") == name for item in json_objects(config) if item.get("source") == "a")
+        return any(item.get("name") == name for item in json_objects(config) if item.get("source") == source)
 
     def reload(self) -> None:
         """Load the user's Caddyfile (with zdd's snippets) into Caddy exactly as `caddy reload --config
@@ -331,10 +359,18 @@ class CaddyRouter:
         address twice: the larger count is the live one)."""
         counts: dict[str, int] = {}
         for upstream in self.admin.upstreams():
-            address = upstream.get("address")
+            address = _dialed(str(upstream.get("address")))
             if address in addresses:
                 counts[address] = max(counts.get(address, 0), int(upstream.get("num_requests", 0)))
         return sum(counts.values()) if counts else None
+
+
+def _dialed(address: str) -> str:
+    """An upstream as Caddy lists it, as zdd names it: an SRV task `ip-10-216-0-12.x.zdd.internal.:18302`
+    is `10.216.0.12:18302`; any other address stays as it is."""
+    host, _, port = address.rpartition(":")
+    ip = node_host(host)
+    return f"{ip}:{port}" if ip else address
 
 
 def _first_port(sets: Sets) -> int | None:

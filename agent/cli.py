@@ -71,7 +71,7 @@ def cmd_dns(args: argparse.Namespace) -> int:
     routes = LiveRoutes(config.routes_path)
     routes.current()
     log.info("zdd dns: answering on %s from %s", where, config.routes_path)
-    dns.serve(sock, routes.lookup)
+    dns.serve(sock, routes.lookup, routes.lookup_srv)
     return EXIT_OK
 
 

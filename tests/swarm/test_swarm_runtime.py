@@ -8,8 +8,8 @@ import urllib.request
 
 import pytest
 
-from agent.config import AppConfig
-from agent.swarm_runtime import SwarmRuntime, Task, serving
+from zdd.config import AppConfig
+from zdd.swarm_runtime import SwarmRuntime, Task, serving
 
 PORT = 18301
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from zdd import dns
-from zdd.routes import LiveRoutes, RouteFile, RouteTable, upstream_name
+from zdd.routes import LiveRoutes, RouteFile, RouteTable, node_host, node_name, srv_name, upstream_name
 
 TABLE = RouteTable(
     "ab12cd34",
@@ -16,6 +16,8 @@ TABLE = RouteTable(
         "api": [["172.20.0.9:9090"], ["172.20.0.7:8000"]],  # a port change: each name its own port
         # replicas: two new containers, two old ones draining
         "shop": [["172.20.0.11:3000", "172.20.0.12:3000"], ["172.20.0.3:3000", "172.20.0.4:3000"]],
+        # on a Swarm: green's tasks on two nodes (port 18302), blue's draining (18301)
+        "cart": [["10.216.0.12:18302", "10.216.0.13:18302"], ["10.216.0.11:18301", "10.216.0.12:18301"]],
     },
 )
 
@@ -52,10 +54,66 @@ def header(packet: bytes) -> dict[str, int]:
         ("db.p5432.ab12cd34.zdd.internal.", None),
         ("web.8080.ab12cd34.zdd.internal.", None),
         ("zdd.internal.", None),
+        ("ip-10-216-0-12.ab12cd34.zdd.internal.", ["10.216.0.12"]),  # an SRV target: a routed node
+        ("ip-10-216-0-11.ab12cd34.zdd.internal.", ["10.216.0.11"]),  # draining tasks' node too
+        ("ip-10-216-0-99.ab12cd34.zdd.internal.", None),  # no route has it
+        ("ip-10-216-0-12.otherone.zdd.internal.", None),
+        ("ip-10-216-0.ab12cd34.zdd.internal.", None),
+        ("ip-10-216-0-999.ab12cd34.zdd.internal.", None),
+        ("cart.srv.ab12cd34.zdd.internal.", None),  # an SRV name has no A records
     ],
 )
 def test_route_table_lookup(name, expected):
     assert TABLE.lookup(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (  # the first set, each task with its node's name and its own port
+            "cart.srv.ab12cd34.zdd.internal.",
+            [("ip-10-216-0-12.ab12cd34.zdd.internal.", 18302), ("ip-10-216-0-13.ab12cd34.zdd.internal.", 18302)],
+        ),
+        (
+            "CART.SRV.AB12CD34.ZDD.INTERNAL.",
+            [("ip-10-216-0-12.ab12cd34.zdd.internal.", 18302), ("ip-10-216-0-13.ab12cd34.zdd.internal.", 18302)],
+        ),
+        ("web.srv.ab12cd34.zdd.internal.", [("ip-172-20-0-6.ab12cd34.zdd.internal.", 8080)]),
+        ("cart.srv.otherone.zdd.internal.", None),
+        ("nothing.srv.ab12cd34.zdd.internal.", None),
+        ("cart.p18302.ab12cd34.zdd.internal.", None),
+    ],
+)
+def test_route_table_srv_lookup(name, expected):
+    assert TABLE.lookup_srv(name) == expected
+
+
+def test_node_names_round_trip():
+    assert srv_name("cart", "ab12cd34") == "cart.srv.ab12cd34.zdd.internal."
+    assert node_name("10.216.0.12", "ab12cd34") == "ip-10-216-0-12.ab12cd34.zdd.internal."
+    assert node_host("ip-10-216-0-12.ab12cd34.zdd.internal.") == "10.216.0.12"
+    assert node_host("ip-10-216-0-12.ab12cd34.zdd.internal") == "10.216.0.12"  # as Caddy may list it
+    assert [node_host(n) for n in ("web.p8080.x.zdd.internal.", "ip-1-2-3.x.", "ip-a-b-c-d.x.")] == [None] * 3
+
+
+def test_srv_answers_what_go_asks():
+    srv = dns.answer(query("cart.srv.ab12cd34.zdd.internal.", qtype=dns.TYPE_SRV), TABLE.lookup, TABLE.lookup_srv)
+    assert (header(srv)["rcode"], header(srv)["an"], header(srv)["aa"]) == (dns.RCODE_OK, 2, 1)
+    # priority 0, weight 1, port, then the target uncompressed (RFC 2782)
+    target = b"\x0eip-10-216-0-12\x08ab12cd34\x03zdd\x08internal\x00"
+    assert struct.pack(">HHH", 0, 1, 18302) + target in srv
+    a = dns.answer(query("cart.srv.ab12cd34.zdd.internal."), TABLE.lookup, TABLE.lookup_srv)
+    assert (header(a)["rcode"], header(a)["an"]) == (dns.RCODE_OK, 0)  # the name exists: no data, not NXDOMAIN
+    node = dns.answer(query("ip-10-216-0-13.ab12cd34.zdd.internal."), TABLE.lookup, TABLE.lookup_srv)
+    assert (header(node)["an"], node[-4:]) == (1, socket.inet_aton("10.216.0.13"))
+    missing = dns.answer(
+        query("nothing.srv.ab12cd34.zdd.internal.", qtype=dns.TYPE_SRV), TABLE.lookup, TABLE.lookup_srv
+    )
+    assert header(missing)["rcode"] == dns.RCODE_NXDOMAIN
+    # Go reads up to 1232 bytes over UDP: 16 tasks (MAX_REPLICAS) fit.
+    many = RouteTable("ab12cd34", {"cart": [[f"10.216.0.{n}:18302" for n in range(100, 116)]]})
+    reply = dns.answer(query("cart.srv.ab12cd34.zdd.internal.", qtype=dns.TYPE_SRV), many.lookup, many.lookup_srv)
+    assert header(reply)["an"] == 16 and len(reply) < 1232
 
 
 def test_upstream_name_round_trips_through_lookup():
@@ -64,7 +122,7 @@ def test_upstream_name_round_trips_through_lookup():
         "api.p9090.ab12cd34.zdd.internal.": ["172.20.0.9"],
         "api.p8000.ab12cd34.zdd.internal.": ["172.20.0.7"],
     }
-    assert TABLE.with_route("web", []).apps.keys() == {"api", "shop"}
+    assert TABLE.with_route("web", []).apps.keys() == {"api", "shop", "cart"}
 
 
 def test_the_routes_file_writes_a_set_of_one_as_before_replicas_and_reads_both(tmp_path):
@@ -126,7 +184,8 @@ def responder(tmp_path):
     routes.save(TABLE)
     sock = dns.bind("127.0.0.1:0")
     address = f"127.0.0.1:{sock.getsockname()[1]}"
-    threading.Thread(target=dns.serve, args=(sock, LiveRoutes(routes.path).lookup), daemon=True).start()
+    live = LiveRoutes(routes.path)
+    threading.Thread(target=dns.serve, args=(sock, live.lookup, live.lookup_srv), daemon=True).start()
     yield address, routes
     sock.close()
 
@@ -137,6 +196,19 @@ def test_round_trip_and_a_switch_is_one_file_replace(responder):
     assert dns.resolve(address, "db.p1.ab12cd34.zdd.internal.") is None
     routes.save(TABLE.with_route("web", [["172.20.0.5:8080"]]))  # route back
     assert dns.resolve(address, "web.p8080.ab12cd34.zdd.internal.") == ["172.20.0.5"]
+
+
+def test_srv_round_trip_and_a_switch_of_colour(responder):
+    address, routes = responder
+    name = "cart.srv.ab12cd34.zdd.internal."
+    assert dns.resolve_srv(address, name) == [
+        ("ip-10-216-0-12.ab12cd34.zdd.internal.", 18302),
+        ("ip-10-216-0-13.ab12cd34.zdd.internal.", 18302),
+    ]
+    routes.save(TABLE.with_route("cart", [["10.216.0.11:18301"]]))  # back to blue, one task
+    assert dns.resolve_srv(address, name) == [("ip-10-216-0-11.ab12cd34.zdd.internal.", 18301)]
+    assert dns.resolve(address, "ip-10-216-0-11.ab12cd34.zdd.internal.") == ["10.216.0.11"]
+    assert dns.resolve_srv(address, "nothing.srv.ab12cd34.zdd.internal.") is None
 
 
 def test_a_broken_routes_file_keeps_the_last_good_answer(responder, caplog):
