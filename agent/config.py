@@ -74,6 +74,7 @@ class AppConfig:
     # "swarm": the app runs as two Swarm services used in turn, on ports that differ, so Caddy finds its
     # tasks by SRV (docs/swarm.md; issue 15, not yet a setting: the Swarm deploy is being built).
     engine: str = "local"
+    swarm_ports: tuple[int, ...] = (18301, 18302)  # published on every node: blue's, green's
 
     @property
     def health(self) -> HealthCheck:

@@ -7,11 +7,18 @@ whole spec replaced) with the new image and `replicas` tasks, at most one per no
 read with the address of the node each runs on, for zdd's gate, route and drain. A colour that served
 is scaled to 0, not removed, so going back to it needs no new service.
 
+`SwarmRuntime` is also the swap's Runtime (agent/swap.py), so the swap algorithm runs unchanged on a
+Swarm: a "container" there is a task (its id, `zdd-web-green.2`, its node's address and the colour's
+port). Starting the first replica puts the idle colour and waits until Swarm runs all its tasks, one per
+node; stopping or removing a version scales its colour to 0.
+
 Works with docker-py 5.0.3 (Debian 12) and 7.x (PyPI): the low-level API only, at a fixed version.
 """
 
 import logging
-from collections.abc import Mapping, Sequence
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import docker
@@ -21,6 +28,8 @@ import requests.exceptions
 
 from .config import AppConfig
 from .errors import PermanentError, TemporaryError
+from .reference import ImageRef
+from .swap import Container
 
 log = logging.getLogger("zdd.swarm")
 
@@ -28,6 +37,9 @@ COLOURS = ("blue", "green")
 LABEL_APP, LABEL_DEPLOY, LABEL_COLOUR, LABEL_REFERENCE = "zdd.app", "zdd.deploy", "zdd.colour", "zdd.reference"
 API_VERSION = "1.41"  # Docker 20.10, Debian 12's docker.io; later engines still serve it
 API_TIMEOUT = 60
+FAILS_PER_SLOT = 3  # failures of one task slot in a gate that make it a crash, not a hiccup
+POLL = 0.2  # between reads of a colour's tasks while Swarm starts or stops them
+STOP_MARGIN = 10.0  # on top of stop_timeout: Swarm's own bookkeeping before a stopped task is gone
 # A task that exits is started again by Swarm after this long, as `docker run --restart always` would.
 RESTART_DELAY_NS = 1_000_000_000
 # Task states in Swarm's order; a task past "running" has ended (docker/swarmkit api/types.proto).
@@ -81,8 +93,202 @@ def _cpu_nanos(cpus: float | None) -> int | None:
 class SwarmRuntime:
     """The two services of each app on the Swarm whose manager `client` talks to."""
 
-    def __init__(self, client: docker.DockerClient):
+    def __init__(self, client: docker.DockerClient, tick: Callable[[], None] = lambda: None):
         self.api = client.api
+        self.tick = tick  # called while it waits for Swarm: the agent pings systemd's watchdog there
+        self._started: dict[tuple[str, str], list[Container]] = {}  # (app, deploy) -> its tasks, by slot
+
+    # --- swap.Runtime -------------------------------------------------------------------------------
+    def has_image(self, ref: ImageRef) -> bool:
+        """Always: every node pulls the image for itself when Swarm gives it a task, not this host."""
+        return True
+
+    def free_bytes(self) -> int | None:
+        return None  # each node's own disk; a node that cannot pull rejects its task, and the gate says so
+
+    def pull(self, ref: ImageRef, progress: Callable[[int, int], None], stall_timeout: float) -> None:
+        """Nothing to do here (has_image is always true): the nodes pull."""
+
+    def image_id(self, ref: ImageRef) -> str:
+        """The digest the registry gives the reference now: every node runs that exact image (the service
+        names it by digest), even if the tag moves during the deploy."""
+        try:
+            return self.api.inspect_distribution(str(ref))["Descriptor"]["digest"]
+        except docker.errors.APIError as err:
+            if err.status_code in (401, 403, 404) or "manifest unknown" in str(err.explanation):
+                raise PermanentError(f"{ref}: the registry has no such image ({err.explanation or err})") from err
+            raise _unavailable(err) from err
+        except requests.exceptions.RequestException as err:
+            raise _unavailable(err) from err
+
+    def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str, replica: int = 1) -> Container:
+        """Replica 1 puts the idle colour and waits until Swarm runs all `replicas` tasks, one per node (or
+        raises PermanentError with the node and Swarm's reason); each replica is then one of those tasks."""
+        key = (app.name, deploy_id)
+        if replica == 1:
+            colour = self.idle_colour(app.name)
+            self._wait_until_stopped(app, colour)
+            image = pinned(ref, image_id)
+            self.put(app, colour, image, str(ref), deploy_id, swarm_port(app, colour))
+            self._started[key] = self._wait_for_tasks(app, colour, image, deploy_id)
+        return self._started[key][replica - 1]
+
+    def keep_running(self, container_id: str) -> None:
+        """Nothing to do: the service's restart policy (any) was set when it was put."""
+
+    def exit_reason(self, container_id: str) -> str | None:
+        """Why the task ended ("failed on node2: ..."), None while Swarm still runs it."""
+        task = self._task(container_id)
+        if task is None:
+            return "is gone from the Swarm"
+        if task["Status"].get("State") in ENDED or task.get("DesiredState") != "running":
+            node = self._node_name(task.get("NodeID", ""))
+            error = task["Status"].get("Err") or task["Status"].get("Message", "")
+            return f"{task['Status'].get('State')} on {node}" + (f": {error}" if error else "")
+        return None
+
+    def is_running(self, container_id: str) -> bool:
+        task = self._task(container_id)
+        return task is not None and task["Status"].get("State") == "running" and task.get("DesiredState") == "running"
+
+    def stop(self, container_id: str, timeout: float) -> None:
+        self.stop_all([container_id], timeout)
+
+    def stop_all(self, container_ids: Sequence[str], timeout: float) -> None:
+        """Scale the colours of these tasks to 0 and wait until Swarm has stopped them (SIGTERM, then
+        SIGKILL after the service's stop grace period)."""
+        services = self._services_of(container_ids)
+        for service in services:
+            self._scale_service(service, 0)
+        deadline = time.monotonic() + timeout + STOP_MARGIN
+        while any(self.is_running(task_id) for task_id in container_ids) and time.monotonic() < deadline:
+            self.tick()
+            time.sleep(POLL)
+
+    def remove(self, container_id: str) -> None:
+        """The task's colour goes to 0 tasks; the service itself stays, for going back to it."""
+        for service in self._services_of([container_id]):
+            self._scale_service(service, 0)
+
+    def output(self, container_id: str, lines: int) -> str:
+        """The task's last `lines` lines of stdout and stderr, with timestamps (Swarm fetches them from
+        its node)."""
+        try:
+            response = self.api._get(
+                self.api._url("/tasks/{0}/logs", container_id),
+                params={"stdout": 1, "stderr": 1, "timestamps": 1, "tail": lines},
+            )
+            if response.status_code == 404:
+                return ""
+            self.api._raise_for_status(response)
+        except docker.errors.APIError as err:
+            raise _unavailable(err) from err
+        except requests.exceptions.RequestException as err:
+            raise _unavailable(err) from err
+        return demultiplex(response.content).decode(errors="replace")
+
+    def run_release(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> tuple[str, str, bool]:
+        raise PermanentError(f"{app.name}: release_command is not supported for an app on a Swarm")
+
+    def exit_code(self, container_id: str) -> int | None:
+        """None while it runs; its container's exit code once it ended (-1 if Swarm lost it)."""
+        task = self._task(container_id)
+        if task is None:
+            return -1
+        if task["Status"].get("State") not in ENDED:
+            return None
+        return task["Status"].get("ContainerStatus", {}).get("ExitCode", -1)
+
+    def release_containers(self, app: AppConfig) -> list[tuple[str, str, str]]:
+        return []
+
+    # --- the two colours --------------------------------------------------------------------------
+    def idle_colour(self, app: str) -> str:
+        """The colour a deploy puts: one with no tasks wanted (blue for a first deploy). Both in use means
+        a deploy left its work half-done: the converger ends that first."""
+        colours = self.colours(app)
+        idle = [colour for colour in COLOURS if colour not in colours or colours[colour].replicas == 0]
+        if not idle:
+            raise TemporaryError(f"{app}: both {service_name(app, 'blue')} and {service_name(app, 'green')} run tasks")
+        return idle[0]
+
+    def _wait_for_tasks(self, app: AppConfig, colour: str, image: str, deploy_id: str) -> list[Container]:
+        name = service_name(app.name, colour)
+        deadline = time.monotonic() + app.start_timeout
+        port = swarm_port(app, colour)
+        while True:
+            ready = serving(self.tasks(app.name, colour), image, app.replicas)
+            if ready is not None:
+                return [Container(task.id, f"{name}.{task.slot}", task.address(port)) for task in ready]
+            refused = given_up(self.failed_tasks(app.name, colour), image)
+            if refused:
+                task = refused
+                self.scale(app.name, colour, 0)
+                raise PermanentError(
+                    f"{app.name}: task {name}.{task.slot} {task.state} on {task.node or 'no node'}: {task.error}"
+                )
+            if time.monotonic() >= deadline:
+                tasks = self.tasks(app.name, colour)
+                failed = [task for task in self.failed_tasks(app.name, colour) if same_image(task.image, image)]
+                self.scale(app.name, colour, 0)
+                states = ", ".join(f"{name}.{t.slot} {t.state} on {t.node or 'no node'}" for t in tasks) or "no task"
+                last = f"; last failure on {failed[0].node}: {failed[0].error}" if failed else ""
+                raise PermanentError(
+                    f"{app.name}: Swarm did not run {app.replicas} tasks of {image}, one per node, within "
+                    f"start_timeout {app.start_timeout:g}s ({states}{last})"
+                )
+            self.tick()
+            time.sleep(POLL)
+
+    def _wait_until_stopped(self, app: AppConfig, colour: str) -> None:
+        """Until the idle colour's last tasks (a version that failed its gate a moment ago) have ended:
+        while one stops it still holds the colour's port on its node, and a new task there would fail."""
+        deadline = time.monotonic() + app.stop_timeout + STOP_MARGIN
+        while time.monotonic() < deadline:
+            try:
+                raw = self.api.tasks(filters={"service": service_name(app.name, colour)})
+            except docker.errors.NotFound:
+                return
+            except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+                raise _unavailable(err) from err
+            if all(entry.get("Status", {}).get("State") in ENDED for entry in raw):
+                return
+            self.tick()
+            time.sleep(POLL)
+
+    def _scale_service(self, service: str, replicas: int) -> None:
+        app, _, colour = service.removeprefix("zdd-").rpartition("-")
+        self.scale(app, colour, replicas)
+
+    def _services_of(self, task_ids: Sequence[str]) -> list[str]:
+        services = []
+        for task_id in task_ids:
+            task = self._task(task_id)
+            if task is None:
+                continue
+            try:
+                name = self.api.inspect_service(task["ServiceID"])["Spec"]["Name"]
+            except docker.errors.NotFound:
+                continue
+            except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+                raise _unavailable(err) from err
+            if name not in services:
+                services.append(name)
+        return services
+
+    def _task(self, task_id: str) -> dict | None:
+        try:
+            return self.api.inspect_task(task_id)
+        except docker.errors.NotFound:
+            return None
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise _unavailable(err) from err
+
+    def _node_name(self, node_id: str) -> str:
+        try:
+            return self.api.inspect_node(node_id)["Description"]["Hostname"]
+        except (docker.errors.APIError, requests.exceptions.RequestException, KeyError):
+            return node_id[:12] or "no node"
 
     def put(self, app: AppConfig, colour: str, image: str, reference: str, deploy_id: str, port: int) -> None:
         """Create the colour's service, or replace its whole spec, to run `image` as `app.replicas` tasks
@@ -201,7 +407,7 @@ class SwarmRuntime:
         ended.sort(key=lambda entry: entry.get("Status", {}).get("Timestamp", ""), reverse=True)
         return [task_of(entry, nodes) for entry in ended]
 
-    def remove(self, app: str, colour: str) -> None:
+    def remove_service(self, app: str, colour: str) -> None:
         try:
             self.api.remove_service(service_name(app, colour))
         except docker.errors.NotFound:
@@ -214,6 +420,26 @@ class SwarmRuntime:
             return self.api.inspect_service(name)
         except docker.errors.NotFound:
             return None
+
+
+def swarm_port(app: AppConfig, colour: str) -> int:
+    """The port the colour publishes on every node: swarm_ports[0] for blue, [1] for green."""
+    return app.swarm_ports[COLOURS.index(colour)]
+
+
+def pinned(ref: ImageRef, digest: str) -> str:
+    """`registry/repo:tag@sha256:...`: what the service runs, the same image on every node."""
+    return f"{ref}@{digest}" if "@" not in str(ref) else str(ref)
+
+
+def demultiplex(raw: bytes) -> bytes:
+    """Docker's log stream of a task without a TTY: frames of an 8-byte header (stream, 0, 0, 0, size)."""
+    out, at = bytearray(), 0
+    while at + 8 <= len(raw):
+        size = struct.unpack_from(">I", raw, at + 4)[0]
+        out += raw[at + 8 : at + 8 + size]
+        at += 8 + size
+    return bytes(out)
 
 
 def task_of(entry: Mapping, nodes: Mapping[str, Mapping]) -> Task:
@@ -229,6 +455,22 @@ def task_of(entry: Mapping, nodes: Mapping[str, Mapping]) -> Task:
         error=status.get("Err", ""),
         image=entry.get("Spec", {}).get("ContainerSpec", {}).get("Image", ""),
     )
+
+
+def given_up(failed: Sequence[Task], image: str) -> Task | None:
+    """The task that ends a gate at once: one of `image` that no node would take (rejected: it cannot
+    pull), or a slot whose app exited FAILS_PER_SLOT times (it crashes as it starts). A task that failed
+    to start for another reason is left to Swarm's restarts until start_timeout: a node may hold the
+    colour's port a few seconds longer for a task of its last version."""
+    tasks = [task for task in failed if same_image(task.image, image)]
+    rejected = [task for task in tasks if task.state == "rejected"]
+    if rejected:
+        return rejected[0]
+    crashed = [task for task in tasks if "non-zero exit" in task.error]
+    for task in crashed:
+        if sum(other.slot == task.slot for other in crashed) >= FAILS_PER_SLOT:
+            return task
+    return None
 
 
 def serving(tasks: Sequence[Task], image: str, replicas: int) -> list[Task] | None:

@@ -21,7 +21,7 @@ def cluster(tmp_path_factory):
         pytest.fail(f"the Swarm tier needs a running dockerd at {DOCKER_HOST} ({err}); .ci/run starts one")
     with swarm(host, tmp_path_factory.mktemp("swarm")) as running:
         running.images = {}
-        for tag in ("v1", "v2"):
-            running.images[tag] = running.registry.push(host, images.build(host, tag))
+        for tag, variant in (("v1", "graceful"), ("v2", "graceful"), ("v3", "graceful"), ("sick", "sick")):
+            running.images[tag] = running.registry.push(host, images.build(host, tag, variant))
         running.host = host
         yield running

@@ -46,7 +46,7 @@ def runtime(cluster):
     runtime = SwarmRuntime(cluster.manager.client())
     yield runtime
     for colour in ("blue", "green"):
-        runtime.remove("web", colour)
+        runtime.remove_service("web", colour)
 
 
 def test_two_colours_run_side_by_side_one_task_per_node_and_a_scaled_down_one_stays(cluster, runtime):

@@ -94,4 +94,4 @@ def test_a_switch_between_colours_is_an_srv_answer_and_drops_nothing(cluster, tm
         caddy.stop()
         dns.stop()
         for colour in ("blue", "green"):
-            runtime.remove("web", colour)
+            runtime.remove_service("web", colour)
