@@ -131,7 +131,10 @@ class SwarmRuntime:
             image = pinned(ref, image_id)
             self.put(app, colour, image, str(ref), deploy_id, swarm_port(app, colour))
             self._started[key] = self._wait_for_tasks(app, colour, image, deploy_id)
-        return self._started[key][replica - 1]
+        tasks = self._started[key]
+        if replica == len(tasks):  # the swap asks for replicas 1..N in turn: the last one ends the deploy's use
+            del self._started[key]
+        return tasks[replica - 1]
 
     def keep_running(self, container_id: str) -> None:
         """Nothing to do: the service's restart policy (any) was set when it was put."""

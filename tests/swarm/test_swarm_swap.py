@@ -103,6 +103,9 @@ def test_deploys_across_the_swarm_under_load_drop_nothing_and_a_failing_gate_kee
     assert "health check http://10.216.0." in str(failed.value) and "/up" in str(failed.value)
     assert {r.body for r in load.results if v2_live + 0.5 < r.started < v3_live - 5} == {"v2"}
     assert load.bodies_after(v3_live + 0.5) == {"v3"}
+    # The failed version's tasks' output is kept for `zdd status`, read through Swarm from their nodes.
+    kept = (swap.journal.failed_output.path("web")).read_text()
+    assert "# zdd-web-blue.1, removed" in kept and "# zdd-web-blue.2, removed" in kept, kept
     # The journal went through every phase to the last, with the tasks by id (the daemon clears it after).
     journal = state.app("web")
     assert (journal.phase, journal.phase_data["container"]) == ("stopping", v3.container_id)

@@ -1,0 +1,93 @@
+"""The pure parts of agent/swarm_runtime.py: reading Swarm's task JSON, when a colour serves, when a gate
+gives up, the pinned image, the task log stream."""
+
+import struct
+
+import pytest
+
+from zdd.config import AppConfig
+from zdd.reference import parse_reference
+from zdd.swarm_runtime import Task, demultiplex, given_up, other, pinned, same_image, serving, swarm_port, task_of
+
+IMAGE = "10.216.0.1:5000/acme/web:v2@sha256:" + "ab" * 32
+NODES = {
+    "n1": {"Description": {"Hostname": "node1"}, "Status": {"Addr": "10.216.0.11"}},
+    "n2": {"Description": {"Hostname": "node2"}, "Status": {"Addr": "10.216.0.12"}},
+}
+
+
+def task(slot: int, node: str, state: str, error: str = "", image: str = IMAGE) -> Task:
+    address = {"node1": "10.216.0.11", "node2": "10.216.0.12", "node3": "10.216.0.13"}.get(node, "")
+    return Task(f"t{slot}{node}{state}", slot, node, address, state, error, image)
+
+
+def test_task_of_reads_the_engine_json_and_a_task_without_a_node():
+    entry = {
+        "ID": "t1",
+        "Slot": 2,
+        "NodeID": "n2",
+        "Status": {"State": "rejected", "Err": "No such image: acme/web:v9"},
+        "Spec": {"ContainerSpec": {"Image": IMAGE}},
+    }
+    assert task_of(entry, NODES) == Task(
+        "t1", 2, "node2", "10.216.0.12", "rejected", "No such image: acme/web:v9", IMAGE
+    )
+    pending = task_of({"ID": "t2", "Status": {"State": "pending"}}, NODES)
+    assert (pending.node, pending.node_address, pending.slot, pending.image) == ("", "", 0, "")
+
+
+@pytest.mark.parametrize(
+    ("tasks", "replicas", "expected"),
+    [
+        ([task(1, "node1", "running"), task(2, "node2", "running")], 2, [1, 2]),
+        ([task(1, "node1", "running"), task(2, "node2", "starting")], 2, None),  # not yet
+        ([task(1, "node1", "running"), task(2, "node1", "running")], 2, None),  # two on one node: one port
+        ([task(1, "node1", "running"), task(2, "node2", "running", image="acme/web:v1")], 2, None),  # old image
+        ([task(1, "", "running")], 1, None),  # no node address yet
+        ([task(1, "node1", "running"), task(2, "node2", "running"), task(3, "node3", "running")], 2, [1, 2]),
+    ],
+)
+def test_serving_once_every_task_runs_the_image_one_per_node(tasks, replicas, expected):
+    ready = serving(tasks, IMAGE, replicas)
+    assert (None if ready is None else [t.slot for t in ready]) == expected
+
+
+@pytest.mark.parametrize(
+    ("failed", "expected"),
+    [
+        ([], None),
+        ([task(1, "node2", "rejected", "No such image: 10.216.0.1:5000/acme/web:v2")], "rejected"),
+        ([task(1, "node2", "rejected", "No such image", image="acme/web:v1")], None),  # the last version's
+        # a port the last version's task still holds: Swarm starts it again, the gate waits
+        ([task(1, "node3", "failed", "starting container failed: port is already allocated")] * 3, None),
+        ([task(1, "node1", "failed", "task: non-zero exit (1)")] * 2, None),  # two crashes: maybe a hiccup
+        ([task(1, "node1", "failed", "task: non-zero exit (1)")] * 3, "failed"),  # a crash loop
+        (
+            [
+                task(1, "node1", "failed", "task: non-zero exit (1)"),
+                task(2, "node2", "failed", "task: non-zero exit (1)"),
+            ]
+            * 1,
+            None,  # one crash each in two slots
+        ),
+    ],
+)
+def test_a_gate_gives_up_on_a_rejected_task_or_a_crash_loop(failed, expected):
+    found = given_up(failed, IMAGE)
+    assert (found.state if found else None) == expected
+
+
+def test_names_ports_and_images():
+    app = AppConfig(name="web", image="acme/web", port=8080, swarm_ports=(18401, 18402))
+    assert (swarm_port(app, "blue"), swarm_port(app, "green")) == (18401, 18402)
+    assert (other("blue"), other("green")) == ("green", "blue")
+    ref = parse_reference("v2", "10.216.0.1:5000/acme/web")
+    assert pinned(ref, "sha256:" + "ab" * 32) == IMAGE
+    assert same_image(IMAGE, IMAGE.split("@")[0]) and same_image(IMAGE, IMAGE)
+    assert not same_image("10.216.0.1:5000/acme/web:v1@sha256:" + "ab" * 32, IMAGE.split("@")[0])
+
+
+def test_demultiplex_joins_stdout_and_stderr_frames():
+    frames = b"".join(struct.pack(">BxxxI", stream, len(text)) + text for stream, text in ((1, b"a\n"), (2, b"bc\n")))
+    assert demultiplex(frames) == b"a\nbc\n"
+    assert demultiplex(frames[:-1]) == b"a\nbc"  # a frame cut short: what arrived
