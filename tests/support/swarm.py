@@ -27,8 +27,10 @@ from tests.support.machine import DEBOOTSTRAP_CACHE, cached_rootfs
 from tests.support.net import free_port, wait_for_port
 
 NODE_ROOTFS = DEBOOTSTRAP_CACHE.parent / "swarm-node"
-NETWORK = "zdd-swarm"
-SUBNET = "10.216.0"  # the nodes' bridge: gateway .1 (this host, the registry), nodes .11, .12, ...
+# The nodes' bridge: gateway .1 (this host, the registry), nodes .11, .12, ... Two Swarms on two engines
+# of one host need two subnets (a development run beside CI's): ZDD_SWARM_SUBNET=10.217.0 for the second.
+SUBNET = os.environ.get("ZDD_SWARM_SUBNET", "10.216.0")
+NETWORK = f"zdd-swarm-{SUBNET.split('.')[1]}"
 NODE_RUN = "/run/zdd-node"  # where a node's dockerd puts its socket: a host directory
 
 ENTRYPOINT = f"""#!/bin/sh
@@ -270,6 +272,74 @@ def _wait_for_nodes(manager: docker.DockerClient, count: int, timeout: float = 6
             return
         time.sleep(0.3)
     raise TimeoutError(f"the Swarm has not {count} ready nodes after {timeout}s")
+
+
+@dataclass
+class ZddOnSwarm:
+    """zdd's swap on a Swarm, as the agent builds it: SwarmRuntime, CaddyRouter over a real Caddy and a
+    real `zdd dns`, the state journal. `deploy(tag, current, number)` runs one deploy of the app."""
+
+    swap: object
+    app: object
+    caddy: object
+    state: object
+    repository: str
+
+    def deploy(self, tag: str, current, number: int):
+        from zdd.reference import parse_reference
+
+        return self.swap.deploy(self.app, parse_reference(tag, self.repository), current, f"d{number}").running
+
+
+@contextlib.contextmanager
+def zdd_on_swarm(
+    cluster: Swarm, workdir: Path, caddy_binary: str, repository: str, replicas: int = 2, ports=(18301, 18302), **app
+) -> Iterator[ZddOnSwarm]:
+    """An app `web` on the Swarm (image `repository`, which the nodes pull), behind Caddy; its two
+    services are removed afterwards."""
+    import dataclasses
+
+    from tests.support.agent_process import ResolverProcess, write_config
+    from tests.support.caddy_server import CaddyServer
+    from tests.support.net import free_udp_port
+    from zdd.caddy import CaddyRouter
+    from zdd.clock import SystemClock
+    from zdd.config import load_config
+    from zdd.daemon import StateJournal
+    from zdd.failed_output import FailedOutput
+    from zdd.health import HttpProber
+    from zdd.state import State, StateStore
+    from zdd.swap import Swap
+    from zdd.swarm_runtime import SwarmRuntime
+
+    instance = "6b5c4d3e"
+    state_dir = workdir / "state"
+    state_dir.mkdir()
+    config_path = workdir / "zdd.toml"
+    caddy = CaddyServer(caddy_binary, workdir, state_dir.with_name("state-caddy") / "web.caddy")
+    table = {"image": repository, "port": 8080, "health_path": "/up", "health_interval": "100ms", "probation": "0s"}
+    table.update(app)
+    resolver = f"127.0.0.1:{free_udp_port()}"
+    write_config(config_path, state_dir, caddy.admin, caddy.caddyfile, "zdd-swarm", {"web": table}, resolver)
+    config = load_config(config_path)
+    app_config = dataclasses.replace(config.apps["web"], engine="swarm", replicas=replicas, swarm_ports=tuple(ports))
+    router = CaddyRouter(config, instance)
+    dns = ResolverProcess(config_path, workdir)
+    runtime = SwarmRuntime(cluster.manager.client())
+    state = State(instance=instance)
+    journal = StateJournal(StateStore(state_dir), state, FailedOutput(state_dir))
+    dns.start()
+    try:
+        router.ensure_snippets({})
+        caddy.start()
+        yield ZddOnSwarm(
+            Swap(runtime, router, HttpProber(), SystemClock(), journal), app_config, caddy, state, repository
+        )
+    finally:
+        caddy.stop()
+        dns.stop()
+        for colour in ("blue", "green"):
+            runtime.remove_service("web", colour)
 
 
 if __name__ == "__main__":  # a Swarm to try things by hand: python -m tests.support.swarm
