@@ -100,10 +100,11 @@ class RouteTable:
         labels = self._labels(name)
         if labels is None:
             return None
-        if len(labels) == 1:  # a node name (an SRV target): its address, while some route has it
+        if len(labels) == 1:
+            # A node name (an SRV target) answers the address it spells, routed or not: Caddy may dial a
+            # target of the SRV answer it had a moment before a route back (rollback) dropped that node.
             host = node_host(labels[0])
-            routed = any(address_host(a) == host for sets in self.apps.values() for s in sets for a in s)
-            return [host] if host and routed else None
+            return [host] if host else None
         if len(labels) != 2 or not labels[1].startswith("p"):
             return None
         app, port_label = labels

@@ -11,6 +11,7 @@ from tests.support.load import LoadClient
 from tests.support.swarm import SUBNET, zdd_on_swarm
 from tests.swarm.test_swarm_runtime import PORT
 from zdd.errors import PermanentError
+from zdd.reference import parse_reference
 
 
 @pytest.fixture
@@ -65,3 +66,35 @@ def test_deploys_across_the_swarm_under_load_drop_nothing_and_a_failing_gate_kee
     # The journal went through every phase to the last, with the tasks by id (the daemon clears it after).
     journal = state.app("web")
     assert (journal.phase, journal.phase_data["container"]) == ("stopping", v3.container_id)
+
+
+def test_a_rollback_in_probation_routes_back_to_the_kept_colour_under_load(cluster, tmp_path, caddy_binary):
+    """The old colour stays running, unrouted, through the new one's probation: going back is a new SRV
+    answer, then the new colour is scaled to 0. The version after it goes to the freed colour."""
+    repository = cluster.images["v1"].rpartition(":")[0]
+    settings = {"start_timeout": "20s", "stop_timeout": "5s", "probation": "60s"}
+    with zdd_on_swarm(cluster, tmp_path, caddy_binary, repository, ports=(PORT, PORT + 1), **settings) as stack:
+        swap, app, runtime = stack.swap, stack.app, stack.swap.runtime
+        v1 = stack.deploy("v1", None, 1)
+        with LoadClient(stack.caddy.port) as load:
+            time.sleep(1.5)
+            outcome = swap.deploy(app, parse_reference("v2", repository), v1, "d2")
+            assert outcome.probation_until is not None and outcome.old == v1
+            kept = [task.id for task in runtime.tasks("web", "blue")]
+            time.sleep(1.5)
+            went_back = time.monotonic()
+            with pytest.raises(PermanentError) as rolled:
+                swap.roll_back(app, outcome.running, v1, "d2", "HTTP 500 from /up", "in probation")
+            time.sleep(1.5)
+            v3_started = time.monotonic()
+            v3 = stack.deploy("v3", v1, 3)
+            v3_live = time.monotonic()
+            time.sleep(1.5)
+        print(f"{load.summary()}\nthe rollback: {rolled.value}")
+
+    assert load.failures == [], load.summary()
+    assert sorted(kept) == sorted(r.container_id for r in v1.replicas)  # v1's very tasks, no new ones
+    assert "traffic is back on v1" in str(rolled.value)
+    assert {r.body for r in load.results if went_back + 0.5 < r.started < v3_started} == {"v1"}
+    assert load.bodies_after(v3_live + 0.5) == {"v3"}
+    assert {a.rpartition(":")[2] for a in v3.addresses} == {str(PORT + 1)}  # green again: it was freed

@@ -56,7 +56,7 @@ def header(packet: bytes) -> dict[str, int]:
         ("zdd.internal.", None),
         ("ip-10-216-0-12.ab12cd34.zdd.internal.", ["10.216.0.12"]),  # an SRV target: a routed node
         ("ip-10-216-0-11.ab12cd34.zdd.internal.", ["10.216.0.11"]),  # draining tasks' node too
-        ("ip-10-216-0-99.ab12cd34.zdd.internal.", None),  # no route has it
+        ("ip-10-216-0-99.ab12cd34.zdd.internal.", ["10.216.0.99"]),  # no route has it (any more): all the same
         ("ip-10-216-0-12.otherone.zdd.internal.", None),
         ("ip-10-216-0.ab12cd34.zdd.internal.", None),
         ("ip-10-216-0-999.ab12cd34.zdd.internal.", None),
