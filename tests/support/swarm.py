@@ -28,8 +28,8 @@ from tests.support.net import free_port, wait_for_port
 
 NODE_ROOTFS = DEBOOTSTRAP_CACHE.parent / "swarm-node"
 # The nodes' bridge: gateway .1 (this host, the registry), nodes .11, .12, ... Two Swarms on two engines
-# of one host need two subnets (a development run beside CI's): ZDD_SWARM_SUBNET=10.217.0 for the second.
-SUBNET = os.environ.get("ZDD_SWARM_SUBNET", "10.216.0")
+# of one host need two subnets (a development run beside CI's): SWARM_TEST_SUBNET=10.217.0 for the second.
+SUBNET = os.environ.get("SWARM_TEST_SUBNET", "10.216.0")
 NETWORK = f"zdd-swarm-{SUBNET.split('.')[1]}"
 NODE_RUN = "/run/zdd-node"  # where a node's dockerd puts its socket: a host directory
 
