@@ -286,13 +286,15 @@ class CaddyRouter:
         """Ask zdd dns what Caddy will be told. It re-reads routes.toml on every query, so a wrong
         answer means another responder (or none) listens at caddy.resolver."""
         resolver = self.config.caddy.resolver
-        names: dict[str, object] = dict(self.table().names(app.name))
-        if app.engine == "swarm":
+        table = self.table()
+        if app.engine == "swarm":  # one SRV name, whatever the ports
             name = srv_name(app.name, self.instance)
-            names = {name: self.table().lookup_srv(name)}
-        for name, expected in names.items():
+            asked = [(name, table.lookup_srv(name), dns.resolve_srv)]
+        else:
+            asked = [(name, hosts, dns.resolve) for name, hosts in table.names(app.name).items()]
+        for name, expected, resolve in asked:
             try:
-                answered = dns.resolve_srv(resolver, name) if app.engine == "swarm" else dns.resolve(resolver, name)
+                answered = resolve(resolver, name)
             except OSError as err:
                 raise TemporaryError(
                     f"{app.name}: zdd dns at {resolver} does not answer ({err or type(err).__name__}); Caddy "
@@ -341,8 +343,10 @@ class CaddyRouter:
         port = _first_port(sets) if sets else self._snippet_port(app)
         if port is None:
             return True  # no version yet: the snippet answers 503, nothing to look for
-        source, name = ("srv", srv_name(app.name, self.instance)) if app.engine == "swarm" else ("a", None)
-        name = name or upstream_name(app.name, port, self.instance)
+        if app.engine == "swarm":
+            source, name = "srv", srv_name(app.name, self.instance)
+        else:
+            source, name = "a", upstream_name(app.name, port, self.instance)
         config = json.loads(self.admin.request("GET", "/config/") or b"null")
         return any(item.get("name") == name for item in json_objects(config) if item.get("source") == source)
 
@@ -359,17 +363,17 @@ class CaddyRouter:
         address twice: the larger count is the live one)."""
         counts: dict[str, int] = {}
         for upstream in self.admin.upstreams():
-            address = _dialed(str(upstream.get("address")))
+            address = dialed(str(upstream.get("address")), self.instance)
             if address in addresses:
                 counts[address] = max(counts.get(address, 0), int(upstream.get("num_requests", 0)))
         return sum(counts.values()) if counts else None
 
 
-def _dialed(address: str) -> str:
-    """An upstream as Caddy lists it, as zdd names it: an SRV task `ip-10-216-0-12.x.zdd.internal.:18302`
-    is `10.216.0.12:18302`; any other address stays as it is."""
+def dialed(address: str, instance: str) -> str:
+    """An upstream as Caddy lists it, as zdd names it: a task found by SRV, `ip-10-216-0-12.<instance>.zdd.
+    internal.:18302`, is `10.216.0.12:18302`; any other address stays as it is."""
     host, _, port = address.rpartition(":")
-    ip = node_host(host)
+    ip = node_host(host, instance)
     return f"{ip}:{port}" if ip else address
 
 

@@ -16,7 +16,7 @@ from .units import parse_duration, parse_size
 DEFAULT_CONFIG = Path("/etc/zdd/zdd.toml")
 DEFAULT_REGISTRY_AUTH = Path("/etc/zdd/registry-auth.json")
 PULL_POLICIES = ("missing", "always", "never")
-MAX_REPLICAS = 16  # a DNS answer of 16 A records still fits in the 512-byte UDP reply zdd dns sends
+MAX_REPLICAS = 16  # 16 A records fit in a 512-byte UDP reply; 16 SRV records in the 1232 bytes Go reads
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,7 @@ def resolve_srv(address: str, name: str, timeout: float = 1.0) -> list[tuple[str
     reply, question_length = _ask(address, name, TYPE_SRV, timeout)
     try:
         return _srv_records(reply, question_length)
-    except (struct.error, ValueError, UnicodeDecodeError) as err:
+    except (struct.error, ValueError, IndexError, UnicodeDecodeError) as err:
         raise OSError(f"not an answer zdd dns gives ({err})") from err
 
 
@@ -222,6 +222,8 @@ def _srv_records(reply: bytes, question_length: int) -> list[tuple[str, int]] | 
         if rtype == TYPE_SRV:
             labels, at = [], 6
             while rdata[at]:
+                if rdata[at] > 63:  # a compression pointer: not what zdd dns sends
+                    raise ValueError("a compressed SRV target")
                 labels.append(rdata[at + 1 : at + 1 + rdata[at]].decode("ascii"))
                 at += 1 + rdata[at]
             records.append((".".join(labels) + ".", struct.unpack_from(">H", rdata, 4)[0]))

@@ -53,11 +53,12 @@ def node_name(host: str, instance: str) -> str:
     return f"ip-{host.replace('.', '-')}.{instance}.{DOMAIN}"
 
 
-def node_host(name: str) -> str | None:
-    """The address a node name stands for; None for any other name. `ip-10-216-0-12.x.zdd.internal.` works
-    with or without the trailing dot (Caddy lists upstreams as `target.:port`)."""
-    label = name.lower().partition(".")[0]
-    if not label.startswith("ip-"):
+def node_host(name: str, instance: str) -> str | None:
+    """The address a node name of this instance stands for; None for any other name (another site's
+    `ip-10-0-0-5.eu-west-1.compute.internal` is not one). With or without the trailing dot: Caddy lists
+    upstreams as `target.:port`."""
+    label, _, rest = name.lower().partition(".")
+    if rest.rstrip(".") != f"{instance}.{DOMAIN}".rstrip(".") or not label.startswith("ip-"):
         return None
     parts = label[3:].split("-")
     if len(parts) != 4 or not all(part.isdigit() and len(part) <= 3 for part in parts):
@@ -103,7 +104,7 @@ class RouteTable:
         if len(labels) == 1:
             # A node name (an SRV target) answers the address it spells, routed or not: Caddy may dial a
             # target of the SRV answer it had a moment before a route back (rollback) dropped that node.
-            host = node_host(labels[0])
+            host = node_host(name, self.instance)
             return [host] if host else None
         if len(labels) != 2 or not labels[1].startswith("p"):
             return None

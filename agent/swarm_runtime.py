@@ -12,9 +12,10 @@ Swarm: a "container" there is a task (its id, `zdd-web-green.2`, its node's addr
 port). Starting the first replica puts the idle colour and waits until Swarm runs all its tasks, one per
 node; stopping or removing a version scales its colour to 0.
 
-Works with docker-py 5.0.3 (Debian 12) and 7.x (PyPI): the low-level API only, at a fixed version.
+Works with docker-py 5.0.3 (Debian 12) and 7.x (PyPI): the low-level API of the client it is given.
 """
 
+import contextlib
 import logging
 import struct
 import time
@@ -27,7 +28,7 @@ import docker.types
 import requests.exceptions
 
 from .config import AppConfig
-from .errors import PermanentError, TemporaryError
+from .errors import PermanentError, TemporaryError, ZddError
 from .reference import ImageRef
 from .swap import Container
 
@@ -35,8 +36,6 @@ log = logging.getLogger("zdd.swarm")
 
 COLOURS = ("blue", "green")
 LABEL_APP, LABEL_DEPLOY, LABEL_COLOUR, LABEL_REFERENCE = "zdd.app", "zdd.deploy", "zdd.colour", "zdd.reference"
-API_VERSION = "1.41"  # Docker 20.10, Debian 12's docker.io; later engines still serve it
-API_TIMEOUT = 60
 FAILS_PER_SLOT = 3  # failures of one task slot in a gate that make it a crash, not a hiccup
 POLL = 0.2  # between reads of a colour's tasks while Swarm starts or stops them
 STOP_MARGIN = 10.0  # on top of stop_timeout: Swarm's own bookkeeping before a stopped task is gone
@@ -86,8 +85,13 @@ def _unavailable(err: Exception) -> TemporaryError:
     return TemporaryError(f"Docker engine unavailable: {getattr(err, 'explanation', None) or err}")
 
 
+def _temporary(err: docker.errors.APIError) -> bool:
+    """The engine's own trouble (5xx: no leader, an update out of sequence), not the request's: retried."""
+    return err.status_code is None or err.status_code >= 500
+
+
 def _cpu_nanos(cpus: float | None) -> int | None:
-    return None if cpus is None else int(cpus * 1_000_000_000)
+    return None if cpus is None else round(cpus * 1_000_000_000)
 
 
 class SwarmRuntime:
@@ -130,7 +134,14 @@ class SwarmRuntime:
             self._wait_until_stopped(app, colour)
             image = pinned(ref, image_id)
             self.put(app, colour, image, str(ref), deploy_id, swarm_port(app, colour))
-            self._started[key] = self._wait_for_tasks(app, colour, image, deploy_id)
+            try:
+                self._started[key] = self._wait_for_tasks(app, colour, image, deploy_id)
+            except BaseException:
+                # Whatever ended the wait (the manager gone a moment, the agent stopping): the colour goes
+                # back to 0 tasks, or the next try would find both colours in use.
+                with contextlib.suppress(ZddError):
+                    self.scale(app.name, colour, 0)
+                raise
         tasks = self._started[key]
         if replica == len(tasks):  # the swap asks for replicas 1..N in turn: the last one ends the deploy's use
             del self._started[key]
@@ -164,9 +175,14 @@ class SwarmRuntime:
         for service in services:
             self._scale_service(service, 0)
         deadline = time.monotonic() + timeout + STOP_MARGIN
-        while any(self.is_running(task_id) for task_id in container_ids) and time.monotonic() < deadline:
+        while not all(self._ended(task_id) for task_id in container_ids) and time.monotonic() < deadline:
             self.tick()
             time.sleep(POLL)
+
+    def _ended(self, task_id: str) -> bool:
+        """Has the task's container stopped (its desired state changes at once, its state only then)?"""
+        task = self._task(task_id)
+        return task is None or task["Status"].get("State") in ENDED
 
     def remove(self, container_id: str) -> None:
         """The task's colour goes to 0 tasks; the service itself stays, for going back to it."""
@@ -226,14 +242,12 @@ class SwarmRuntime:
             refused = given_up(self.failed_tasks(app.name, colour), image)
             if refused:
                 task = refused
-                self.scale(app.name, colour, 0)
                 raise PermanentError(
                     f"{app.name}: task {name}.{task.slot} {task.state} on {task.node or 'no node'}: {task.error}"
                 )
             if time.monotonic() >= deadline:
                 tasks = self.tasks(app.name, colour)
                 failed = [task for task in self.failed_tasks(app.name, colour) if same_image(task.image, image)]
-                self.scale(app.name, colour, 0)
                 states = ", ".join(f"{name}.{t.slot} {t.state} on {t.node or 'no node'}" for t in tasks) or "no task"
                 last = f"; last failure on {failed[0].node}: {failed[0].error}" if failed else ""
                 raise PermanentError(
@@ -299,7 +313,7 @@ class SwarmRuntime:
         name = service_name(app.name, colour)
         container = docker.types.ContainerSpec(
             image,
-            command=list(app.command) or None,
+            args=list(app.command) or None,  # as `docker run IMAGE CMD...`: the image's entrypoint stays
             env=[f"{key}={value}" for key, value in app.env.items()],
             labels={**app.labels, LABEL_APP: app.name, LABEL_DEPLOY: deploy_id},
             stop_grace_period=int(app.stop_timeout * 1_000_000_000),
@@ -329,7 +343,7 @@ class SwarmRuntime:
                     endpoint_spec=ports,
                 )
         except docker.errors.APIError as err:
-            if err.status_code and err.status_code >= 500 and "rpc error" not in str(err.explanation):
+            if _temporary(err):
                 raise _unavailable(err) from err
             raise PermanentError(f"{app.name}: cannot put service {name} ({image}): {err.explanation or err}") from err
         except requests.exceptions.RequestException as err:
@@ -357,6 +371,8 @@ class SwarmRuntime:
                 endpoint_spec=spec.get("EndpointSpec"),
             )
         except docker.errors.APIError as err:
+            if _temporary(err):
+                raise _unavailable(err) from err
             raise PermanentError(f"{app}: cannot scale service {name} to {replicas}: {err.explanation or err}") from err
         except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
@@ -423,6 +439,8 @@ class SwarmRuntime:
             return self.api.inspect_service(name)
         except docker.errors.NotFound:
             return None
+        except docker.errors.APIError as err:
+            raise _unavailable(err) from err
 
 
 def swarm_port(app: AppConfig, colour: str) -> int:

@@ -40,6 +40,14 @@ BASELINE_SNIPPET = """reverse_proxy {upstreams} {{
 """
 
 
+def wait_until(done, what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after {timeout:g}s")
+        time.sleep(0.2)
+
+
 def report(name: str, load: LoadClient, command: float, done: float) -> None:
     """The failures, and when the last answer of v1 was asked for: from then on, v2 answered all."""
     last_old = max((r.started for r in load.results if r.body == "v1"), default=command)
@@ -73,8 +81,13 @@ def swarm_rolling_update(cluster: Swarm, workdir: Path, caddy_binary: str, v1: s
     snippet.write_text(BASELINE_SNIPPET.format(upstreams=upstreams))
     caddy = CaddyServer(caddy_binary, workdir, snippet)
     try:
-        while len([t for t in manager.tasks(filters={"service": service}) if t["Status"]["State"] == "running"]) < 2:
-            time.sleep(0.2)
+        wait_until(
+            lambda: (
+                sum(t["Status"]["State"] == "running" for t in manager.tasks(filters={"service": service}))
+                >= args.replicas
+            ),
+            "the baseline service's tasks running",
+        )
         caddy.start()
         time.sleep(2)  # Caddy's first active health checks
         with LoadClient(caddy.port) as load:
@@ -92,8 +105,10 @@ def swarm_rolling_update(cluster: Swarm, workdir: Path, caddy_binary: str, v1: s
                 update_config=spec["Spec"]["UpdateConfig"],
                 endpoint_spec=spec["Spec"]["EndpointSpec"],
             )
-            while manager.inspect_service(service).get("UpdateStatus", {}).get("State") != "completed":
-                time.sleep(0.2)
+            wait_until(
+                lambda: manager.inspect_service(service).get("UpdateStatus", {}).get("State") == "completed",
+                "Swarm's rolling update completed",
+            )
             done = time.monotonic()
             time.sleep(args.steady)
         report("Swarm's rolling update (start-first), Caddy in front", load, command, done)
@@ -121,8 +136,8 @@ def main() -> None:
     parser.add_argument("--steady", type=float, default=3.0, help="seconds of load before and after each deploy")
     args = parser.parse_args()
     host = docker.from_env()
-    workdir = Path(tempfile.mkdtemp(prefix="zdd-bench-swarm-"))
-    with swarm(host, workdir) as cluster:
+    with tempfile.TemporaryDirectory(prefix="zdd-bench-swarm-") as tmp, swarm(host, Path(tmp)) as cluster:
+        workdir = Path(tmp)
         v1, v2 = (cluster.registry.push(host, images.build(host, tag)) for tag in ("v1", "v2"))
         print(f"a Swarm of {len(cluster.nodes)} nodes, {args.replicas} replicas, Caddy {args.caddy}")
         (workdir / "baseline").mkdir()

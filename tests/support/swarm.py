@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -136,7 +136,11 @@ class Registry:
             self.process = subprocess.Popen(
                 [binary, "serve", str(workdir / "registry.yml")], stdout=log, stderr=subprocess.STDOUT
             )
-        wait_for_port(self.port)
+        try:
+            wait_for_port(self.port)
+        except BaseException:
+            self.stop()
+            raise
         self.for_host = f"127.0.0.1:{self.port}"
         self.for_nodes = f"{SUBNET}.1:{self.port}"
 
@@ -152,21 +156,27 @@ class Registry:
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(timeout=10)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 @dataclass
 class Swarm:
     nodes: list[Node]
     registry: Registry
+    host: docker.DockerClient  # the engine the nodes run on
+    images: dict[str, str] = field(default_factory=dict)  # tag -> the name the nodes pull it by
 
     @property
     def manager(self) -> Node:
         return self.nodes[0]
 
-    def stop_node(self, node: Node, host: docker.DockerClient) -> None:
+    def stop_node(self, node: Node) -> None:
         """A node failure: its container (and so its dockerd and every task on it) is killed."""
-        host.containers.get(node.container).kill()
+        self.host.containers.get(node.container).kill()
 
 
 def _wait_for_engine(node: Node, host: docker.DockerClient, timeout: float = 60) -> None:
@@ -199,9 +209,10 @@ def swarm(host: docker.DockerClient, workdir: Path, nodes: int = 3) -> Iterator[
             pool_configs=[docker.types.IPAMPool(subnet=f"{SUBNET}.0/24", gateway=f"{SUBNET}.1")]
         ),
     )
-    registry = Registry(workdir)
     started: list[Node] = []
+    registry: Registry | None = None
     try:
+        registry = Registry(workdir)
         for number in range(1, nodes + 1):
             node = _start_node_at(host, image, workdir, number, registry.for_nodes, network)
             started.append(node)
@@ -218,16 +229,20 @@ def swarm(host: docker.DockerClient, workdir: Path, nodes: int = 3) -> Iterator[
                 listen_addr=f"{node.address}:2377",
             )
         _wait_for_nodes(manager, nodes)
-        yield Swarm(started, registry)
+        yield Swarm(started, registry, host)
     finally:
-        for node in started:
-            with contextlib.suppress(docker.errors.NotFound):
-                host.containers.get(node.container).remove(force=True)
-        registry.stop()
-        with contextlib.suppress(docker.errors.APIError):
-            network.remove()
-        for number in range(1, nodes + 1):
-            shutil.rmtree(workdir / f"node{number}", ignore_errors=True)
+        try:
+            # By label: a node created but not started (a failed connect) goes too.
+            for container in host.containers.list(all=True, filters={"label": "zdd-it.swarm"}):
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True)
+            if registry is not None:
+                registry.stop()
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                network.remove()
+            for number in range(1, nodes + 1):
+                shutil.rmtree(workdir / f"node{number}", ignore_errors=True)  # the nodes' images and containers
 
 
 def _start_node_at(host: docker.DockerClient, image: str, workdir: Path, number: int, registry: str, network) -> Node:
@@ -274,6 +289,39 @@ def _wait_for_nodes(manager: docker.DockerClient, count: int, timeout: float = 6
     raise TimeoutError(f"the Swarm has not {count} ready nodes after {timeout}s")
 
 
+PORT = 18301  # blue's published port in the tests; green's is PORT + 1
+
+
+def wait_serving(runtime, app: str, colour: str, image: str, replicas: int, timeout: float = 90) -> list:
+    """The colour's tasks once Swarm runs `replicas` of `image`, one per node (SwarmRuntime.tasks)."""
+    from zdd.swarm_runtime import serving
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = serving(runtime.tasks(app, colour), image, replicas)
+        if ready is not None:
+            return ready
+        time.sleep(0.3)
+    raise AssertionError(
+        f"{colour} not serving after {timeout}s: {runtime.tasks(app, colour)} {runtime.failed_tasks(app, colour)}"
+    )
+
+
+def get(address: str, path: str = "/", timeout: float = 5) -> str:
+    """The answer at address, retried while the node's port is being published (a task that has just started)."""
+    import urllib.request
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{address}{path}", timeout=timeout) as answer:
+                return answer.read().decode().strip()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @dataclass
 class ZddOnSwarm:
     """zdd's swap on a Swarm, as the agent builds it: SwarmRuntime, CaddyRouter over a real Caddy and a
@@ -293,7 +341,7 @@ class ZddOnSwarm:
 
 @contextlib.contextmanager
 def zdd_on_swarm(
-    cluster: Swarm, workdir: Path, caddy_binary: str, repository: str, replicas: int = 2, ports=(18301, 18302), **app
+    cluster: Swarm, workdir: Path, caddy_binary: str, repository: str, replicas: int = 2, ports=(PORT, PORT + 1), **app
 ) -> Iterator[ZddOnSwarm]:
     """An app `web` on the Swarm (image `repository`, which the nodes pull), behind Caddy; its two
     services are removed afterwards."""

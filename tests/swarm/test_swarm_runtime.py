@@ -4,41 +4,12 @@ going back; an image no node can pull is told with the node and Docker's reason;
 its task started again elsewhere."""
 
 import time
-import urllib.request
 
 import pytest
 
+from tests.support.swarm import PORT, get, wait_serving
 from zdd.config import AppConfig
-from zdd.swarm_runtime import SwarmRuntime, Task, serving
-
-PORT = 18301
-
-
-def wait_serving(
-    runtime: SwarmRuntime, app: str, colour: str, image: str, replicas: int, timeout: float = 90
-) -> list[Task]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready = serving(runtime.tasks(app, colour), image, replicas)
-        if ready is not None:
-            return ready
-        time.sleep(0.3)
-    raise AssertionError(
-        f"{colour} not serving after {timeout}s: {runtime.tasks(app, colour)} {runtime.failed_tasks(app, colour)}"
-    )
-
-
-def get(address: str, path: str = "/", timeout: float = 5) -> str:
-    """The answer at address, retried while the node's port is being published (a task that has just started)."""
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://{address}{path}", timeout=timeout) as answer:
-                return answer.read().decode().strip()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+from zdd.swarm_runtime import SwarmRuntime, serving
 
 
 @pytest.fixture
@@ -99,7 +70,7 @@ def test_a_failed_node_has_its_task_started_on_another_node(cluster, runtime):
     blue = wait_serving(runtime, "web", "blue", cluster.images["v1"], 2)
     worker = next(node for node in cluster.nodes[1:] if node.address in {task.node_address for task in blue})
     killed = time.monotonic()
-    cluster.stop_node(worker, cluster.host)
+    cluster.stop_node(worker)
     moved = None
     deadline = time.monotonic() + 120
     while moved is None and time.monotonic() < deadline:

@@ -11,7 +11,7 @@ from tests.support.agent_process import ResolverProcess, write_config
 from tests.support.caddy_server import CaddyServer
 from tests.support.load import LoadClient
 from tests.support.net import free_udp_port
-from tests.swarm.test_swarm_runtime import PORT, wait_serving
+from tests.support.swarm import PORT, wait_serving
 from zdd.caddy import CaddyRouter
 from zdd.config import load_config
 from zdd.health import HttpProber
@@ -78,6 +78,7 @@ def test_a_switch_between_colours_is_an_srv_answer_and_drops_nothing(cluster, tm
             snippet_before = snippet.read_text()
             switched = time.monotonic()
             router.route(app, [green, blue])
+            routed = time.monotonic()
             most = drain(router, blue)
             router.route(app, [green])
             runtime.scale("web", "blue", 0)
@@ -88,7 +89,7 @@ def test_a_switch_between_colours_is_an_srv_answer_and_drops_nothing(cluster, tm
         assert snippet.read_text() == snippet_before  # the switch loaded no config into Caddy
         # Slow requests were on blue's tasks at the switch, and the drain saw them by their node names.
         assert load.in_flight_at(switched) and most > 0, most
-        assert load.bodies_after(switched + router.switch_delay) == {"v2"}
+        assert load.bodies_after(routed + router.switch_delay) == {"v2"}
         assert {r.body for r in load.results if r.ok} == {"v1", "v2"}
     finally:
         caddy.stop()

@@ -91,9 +91,17 @@ def test_route_table_srv_lookup(name, expected):
 def test_node_names_round_trip():
     assert srv_name("cart", "ab12cd34") == "cart.srv.ab12cd34.zdd.internal."
     assert node_name("10.216.0.12", "ab12cd34") == "ip-10-216-0-12.ab12cd34.zdd.internal."
-    assert node_host("ip-10-216-0-12.ab12cd34.zdd.internal.") == "10.216.0.12"
-    assert node_host("ip-10-216-0-12.ab12cd34.zdd.internal") == "10.216.0.12"  # as Caddy may list it
-    assert [node_host(n) for n in ("web.p8080.x.zdd.internal.", "ip-1-2-3.x.", "ip-a-b-c-d.x.")] == [None] * 3
+    assert node_host("ip-10-216-0-12.ab12cd34.zdd.internal.", "ab12cd34") == "10.216.0.12"
+    assert node_host("IP-10-216-0-12.ab12cd34.zdd.internal", "ab12cd34") == "10.216.0.12"  # as Caddy may list it
+    others = (
+        "web.p8080.ab12cd34.zdd.internal.",
+        "ip-1-2-3.ab12cd34.zdd.internal.",
+        "ip-a-b-c-d.ab12cd34.zdd.internal.",
+        "ip-10-216-0-12.otherone.zdd.internal.",  # another agent's
+        "ip-172-18-0-5.eu-west-1.compute.internal",  # another site's upstream on the same Caddy
+        "ip-10-216-0-12.x.ab12cd34.zdd.internal.",
+    )
+    assert [node_host(name, "ab12cd34") for name in others] == [None] * len(others)
 
 
 def test_srv_answers_what_go_asks():
@@ -209,6 +217,22 @@ def test_srv_round_trip_and_a_switch_of_colour(responder):
     assert dns.resolve_srv(address, name) == [("ip-10-216-0-11.ab12cd34.zdd.internal.", 18301)]
     assert dns.resolve(address, "ip-10-216-0-11.ab12cd34.zdd.internal.") == ["10.216.0.11"]
     assert dns.resolve_srv(address, "nothing.srv.ab12cd34.zdd.internal.") is None
+
+
+@pytest.mark.parametrize(
+    "rdata",
+    [
+        b"\x00\x00\x00\x01\x1f\x90\xc0\x0c",  # a compressed target, as other servers may send
+        b"\x00\x00\x00\x01\x1f\x90\x05ab",  # a label that runs past the end
+    ],
+)
+def test_an_srv_answer_zdd_dns_would_not_give_is_refused(rdata):  # resolve_srv makes it an OSError
+    question = dns.encode_name("cart.srv.ab12cd34.zdd.internal.")
+    header = struct.pack(">HHHHHH", 1, 0x8580, 1, 1, 0, 0)
+    record = b"\xc0\x0c" + struct.pack(">HHIH", dns.TYPE_SRV, 1, 1, len(rdata)) + rdata
+    reply = header + question + struct.pack(">HH", dns.TYPE_SRV, 1) + record
+    with pytest.raises((ValueError, IndexError)):
+        dns._srv_records(reply, len(question))
 
 
 def test_a_broken_routes_file_keeps_the_last_good_answer(responder, caplog):

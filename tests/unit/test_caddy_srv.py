@@ -1,0 +1,70 @@
+"""agent/caddy.py for an app on a Swarm: the `dynamic srv` snippet, and the drain's reading of Caddy's
+upstreams, where a task found by SRV is listed by its node name, not by the address zdd routed."""
+
+import dataclasses
+
+import pytest
+
+from zdd.caddy import CaddyRouter, dialed, render_snippet, render_srv_snippet
+from zdd.config import parse_config
+
+INSTANCE = "ab12cd34"
+
+
+@pytest.mark.parametrize(
+    ("listed", "expected"),
+    [
+        ("ip-10-216-0-12.ab12cd34.zdd.internal.:18302", "10.216.0.12:18302"),  # Caddy 2.6 and 2.11 list it so
+        ("ip-10-216-0-12.ab12cd34.zdd.internal:18302", "10.216.0.12:18302"),
+        ("172.20.0.5:8080", "172.20.0.5:8080"),  # a local container: as it is
+        ("ip-172-18-0-5.eu-west-1.compute.internal:8080", "ip-172-18-0-5.eu-west-1.compute.internal:8080"),
+        ("ip-10-216-0-12.otherone.zdd.internal.:18302", "ip-10-216-0-12.otherone.zdd.internal.:18302"),
+        ("localhost:9000", "localhost:9000"),
+    ],
+)
+def test_an_upstream_is_read_as_zdd_routed_it(listed, expected):
+    assert dialed(listed, INSTANCE) == expected
+
+
+class Admin:
+    """Caddy's /reverse_proxy/upstreams as 2.11 lists dynamic upstreams (an address may come twice)."""
+
+    def __init__(self, upstreams: list[dict]):
+        self.listed = upstreams
+
+    def upstreams(self) -> list[dict]:
+        return self.listed
+
+
+def test_the_drain_counts_tasks_by_their_node_names(tmp_path):
+    config = parse_config({"state_dir": str(tmp_path / "state"), "apps": {"web": {"image": "r/web", "port": 8080}}})
+    router = CaddyRouter(
+        config,
+        INSTANCE,
+        admin=Admin(
+            [
+                {"address": "ip-10-216-0-11.ab12cd34.zdd.internal.:18301", "num_requests": 2},
+                {"address": "ip-10-216-0-11.ab12cd34.zdd.internal.:18301", "num_requests": 0},
+                {"address": "ip-10-216-0-12.ab12cd34.zdd.internal.:18301", "num_requests": 1},
+                {"address": "ip-10-216-0-12.ab12cd34.zdd.internal.:18302", "num_requests": 5},  # the new colour
+                {"address": "ip-10-216-0-13.eu-west-1.compute.internal:18301", "num_requests": 7},  # another site
+            ]
+        ),
+    )
+    assert router.in_flight(["10.216.0.11:18301", "10.216.0.12:18301"]) == 3
+    assert router.in_flight(["10.216.0.13:18301"]) is None
+
+
+def test_the_srv_snippet_names_zdd_dns_for_the_tasks_and_their_nodes(tmp_path):
+    config = parse_config({"state_dir": str(tmp_path / "state"), "apps": {"web": {"image": "r/web", "port": 8080}}})
+    app = dataclasses.replace(config.apps["web"], engine="swarm")
+    text = render_srv_snippet(app, "web.srv.ab12cd34.zdd.internal.", "127.0.0.1:5354")
+    assert "\tdynamic srv web.srv.ab12cd34.zdd.internal. {\n\t\tresolvers udp/127.0.0.1:5354\n" in text
+    # Go refuses an IP as SRV target: the transport resolves the node names through zdd dns too.
+    assert "\ttransport http {\n\t\tresolvers udp/127.0.0.1:5354\n" in text
+    # The same transport settings as a local app's, so a container drained holds no idle connection.
+    local = render_snippet(config.apps["web"], "web.p8080.ab12cd34.zdd.internal.", 8080, "127.0.0.1:5354")
+    for line in ("keepalive 1000ms", "keepalive_interval 30s", "keepalive_idle_conns_per_host 32"):
+        assert line in text and line in local
+    snippet_text = CaddyRouter(config, INSTANCE)._snippet_text(app, [["10.216.0.11:18301"]])
+    assert snippet_text == render_srv_snippet(app, "web.srv.ab12cd34.zdd.internal.", config.caddy.resolver)
