@@ -208,7 +208,9 @@ def resolve_srv(address: str, name: str, timeout: float = 1.0) -> list[tuple[str
         raise OSError(f"not an answer zdd dns gives ({err})") from err
 
 
-def _srv_records(reply: bytes, question_length: int) -> list[tuple[str, int]] | None:
+def _records(reply: bytes, question_length: int) -> list[tuple[int, bytes]] | None:
+    """The answer records (type, data) of one of our own replies (the question as sent, then records
+    named by pointer); None for NXDOMAIN."""
     _ident, flags, _qd, ancount, _ns, _ar = _HEADER.unpack_from(reply)
     if flags & 0xF == RCODE_NXDOMAIN:
         return None
@@ -218,31 +220,29 @@ def _srv_records(reply: bytes, question_length: int) -> list[tuple[str, int]] | 
     records = []
     for _ in range(ancount):
         rtype, _class, _ttl, length = struct.unpack_from(">HHIH", reply, offset + 2)
-        rdata = reply[offset + 12 : offset + 12 + length]
-        if rtype == TYPE_SRV:
-            labels, at = [], 6
-            while rdata[at]:
-                if rdata[at] > 63:  # a compression pointer: not what zdd dns sends
-                    raise ValueError("a compressed SRV target")
-                labels.append(rdata[at + 1 : at + 1 + rdata[at]].decode("ascii"))
-                at += 1 + rdata[at]
-            records.append((".".join(labels) + ".", struct.unpack_from(">H", rdata, 4)[0]))
+        records.append((rtype, reply[offset + 12 : offset + 12 + length]))
         offset += 12 + length
     return records
 
 
-def _addresses(reply: bytes, question_length: int) -> list[str] | None:
-    _ident, flags, _qd, ancount, _ns, _ar = _HEADER.unpack_from(reply)
-    if flags & 0xF == RCODE_NXDOMAIN:
+def _srv_records(reply: bytes, question_length: int) -> list[tuple[str, int]] | None:
+    records = _records(reply, question_length)
+    if records is None:
         return None
-    if flags & 0xF != RCODE_OK:
-        raise ValueError(f"rcode {flags & 0xF}")
-    # Our own answers only: the question as sent, then fixed-size A records.
-    offset = _HEADER.size + question_length + 4
-    addresses = []
-    for _ in range(ancount):
-        rtype, _class, _ttl, length = struct.unpack_from(">HHIH", reply, offset + 2)
-        if rtype == TYPE_A and length == 4:
-            addresses.append(str(ipaddress.IPv4Address(reply[offset + 12 : offset + 16])))
-        offset += 12 + length
-    return addresses
+    found = []
+    for rdata in (data for rtype, data in records if rtype == TYPE_SRV):
+        labels, at = [], 6
+        while rdata[at]:
+            if rdata[at] > 63:  # a compression pointer: not what zdd dns sends
+                raise ValueError("a compressed SRV target")
+            labels.append(rdata[at + 1 : at + 1 + rdata[at]].decode("ascii"))
+            at += 1 + rdata[at]
+        found.append((".".join(labels) + ".", struct.unpack_from(">H", rdata, 4)[0]))
+    return found
+
+
+def _addresses(reply: bytes, question_length: int) -> list[str] | None:
+    records = _records(reply, question_length)
+    if records is None:
+        return None
+    return [str(ipaddress.IPv4Address(data)) for rtype, data in records if rtype == TYPE_A and len(data) == 4]

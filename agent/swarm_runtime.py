@@ -402,29 +402,25 @@ class SwarmRuntime:
 
     def tasks(self, app: str, colour: str) -> list[Task]:
         """The colour's tasks that Swarm wants running (desired state running), each with its node."""
-        name = service_name(app, colour)
-        try:
-            raw = self.api.tasks(filters={"service": name, "desired-state": "running"})
-            nodes = {node["ID"]: node for node in self.api.nodes()}
-        except docker.errors.NotFound:
-            return []
-        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
-            raise _unavailable(err) from err
-        return sorted((task_of(entry, nodes) for entry in raw), key=lambda task: task.slot)
+        found = self._read_tasks({"service": service_name(app, colour), "desired-state": "running"})
+        return sorted(found, key=lambda task: task.slot)
 
     def failed_tasks(self, app: str, colour: str) -> list[Task]:
         """Tasks of the colour that Swarm gave up on (failed or rejected), newest first: why a gate fails."""
-        name = service_name(app, colour)
+        found = self._read_tasks({"service": service_name(app, colour)}, newest_first=True)
+        return [task for task in found if task.state in ("failed", "rejected")]
+
+    def _read_tasks(self, filters: dict, newest_first: bool = False) -> list[Task]:
         try:
-            raw = self.api.tasks(filters={"service": name})
+            raw = self.api.tasks(filters=filters)
             nodes = {node["ID"]: node for node in self.api.nodes()}
         except docker.errors.NotFound:
             return []
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
-        ended = [entry for entry in raw if entry.get("Status", {}).get("State") in ("failed", "rejected")]
-        ended.sort(key=lambda entry: entry.get("Status", {}).get("Timestamp", ""), reverse=True)
-        return [task_of(entry, nodes) for entry in ended]
+        if newest_first:
+            raw.sort(key=lambda entry: entry.get("Status", {}).get("Timestamp", ""), reverse=True)
+        return [task_of(entry, nodes) for entry in raw]
 
     def remove_service(self, app: str, colour: str) -> None:
         try:
