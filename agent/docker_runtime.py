@@ -344,6 +344,9 @@ class DockerRuntime:
         except requests.exceptions.RequestException as err:
             raise _unavailable(err) from err
 
+    def replacement(self, container_id: str) -> Container | None:
+        return None  # one engine: a container stays where it was started
+
     def exit_reason(self, container_id: str) -> str | None:
         try:
             container = self.client.containers.get(container_id)

@@ -49,6 +49,9 @@ class Runtime(Protocol):
     def start(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str, replica: int) -> Container: ...
     def keep_running(self, container_id: str) -> None: ...
     def exit_reason(self, container_id: str) -> str | None: ...
+    # The container started in its place when one was moved (Swarm runs a task of a failed node again
+    # elsewhere), once it runs; None when it was not moved. The local engine never moves one.
+    def replacement(self, container_id: str) -> Container | None: ...
     def is_running(self, container_id: str) -> bool: ...
     def stop(self, container_id: str, timeout: float) -> None: ...
     def stop_all(self, container_ids: Sequence[str], timeout: float) -> None: ...  # side by side
@@ -171,8 +174,8 @@ class Swap:
                 more=more,
             )
             self.journal.enter(app.name, "started", deploy=deploy_id, **phase_data(new, current))
-            self._health_gate(app, started, what)
-            for replica in started:
+            new = new.with_replicas(self._health_gate(app, started, what))  # as it passed, wherever it runs
+            for replica in new.replicas:
                 self.runtime.keep_running(replica.container_id)
             self.journal.enter(app.name, "switching", deploy=deploy_id, **phase_data(new, current))
             self._switch(app, new, current, what)
@@ -418,18 +421,31 @@ class Swap:
         # Docker's timestamp leads each line; the journal has its own.
         return " | ".join(line.partition(" ")[2] or line for line in lines) or "(none)"
 
-    def _health_gate(self, app: AppConfig, new: Sequence[Replica], what: str) -> None:
-        """Probe every new replica health_interval apart until each passed health_successes times in a row."""
-        started = self.clock.monotonic()
-        deadline = started + app.start_timeout
+    def _health_gate(self, app: AppConfig, started: list[Replica], what: str) -> list[Replica]:
+        """Probe every new replica health_interval apart until each passed health_successes times in a row,
+        and return them. One moved meanwhile is gated again where it runs now, its replacement added to
+        `started` (all a failed deploy discards)."""
+        begun = self.clock.monotonic()
+        deadline = begun + app.start_timeout
+        new = list(started)
         passed = dict.fromkeys((r.container_id for r in new), 0)
         last = dict.fromkeys(passed, "no probe answered yet")  # each container's last failure
         probes = 0
         while True:
             probed = self.clock.monotonic()
-            for replica in (r for r in new if passed[r.container_id] < app.health_successes):
+            for index, replica in enumerate(new):
+                if passed[replica.container_id] >= app.health_successes:
+                    continue
                 probes += 1
                 failure = self.prober.check(replica.address, app.health)
+                moved = self.runtime.replacement(replica.container_id) if failure is not None else None
+                if moved is not None:
+                    log.info("%s: %s moved to %s; gating it there", what, replica.container_name, moved.address)
+                    new[index] = Replica(moved.id, moved.name, moved.address)
+                    started.append(new[index])
+                    del passed[replica.container_id]
+                    passed[moved.id], last[moved.id] = 0, failure
+                    continue
                 # A probe that passed shows the container runs; after one that failed, Docker says whether it
                 # exited (a crash ends the gate at once instead of at start_timeout).
                 exited = self.runtime.exit_reason(replica.container_id) if failure is not None else None
@@ -453,11 +469,11 @@ class Swap:
                 log.info(
                     "%s: healthy after %.2fs (%d probes of %s)",
                     what,
-                    self.clock.monotonic() - started,
+                    self.clock.monotonic() - begun,
                     probes,
                     probed_what,
                 )
-                return
+                return new
             if self.clock.monotonic() >= deadline:
                 raise PermanentError(
                     f"{what}: health check {probe_url(pending[0].address, app)} did not pass {app.health_successes} "

@@ -43,6 +43,8 @@ STOP_MARGIN = 10.0  # on top of stop_timeout: Swarm's own bookkeeping before a s
 RESTART_DELAY_NS = 1_000_000_000
 # Task states in Swarm's order; a task past "running" has ended (docker/swarmkit api/types.proto).
 ENDED = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
+# Ended by the app itself, or it never started: the other ended states are Swarm stopping a task.
+EXITED = frozenset({"complete", "failed", "rejected"})
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,12 @@ class Colour:
 
 def service_name(app: str, colour: str) -> str:
     return f"zdd-{app}-{colour}"
+
+
+def app_and_colour(service: str) -> tuple[str, str]:
+    """`zdd-web-green` -> ("web", "green")."""
+    app, _, colour = service.removeprefix("zdd-").rpartition("-")
+    return app, colour
 
 
 def other(colour: str) -> str:
@@ -150,11 +158,30 @@ class SwarmRuntime:
     def keep_running(self, container_id: str) -> None:
         """Nothing to do: the service's restart policy (any) was set when it was put."""
 
+    def replacement(self, container_id: str) -> Container | None:
+        """The task Swarm runs in this one's slot after it moved it (its node failed or was drained), once
+        that one runs; None while it was not moved or its replacement does not run yet."""
+        task = self._task(container_id)
+        if task is None or not moved(task):
+            return None
+        service = self._service(task["ServiceID"])
+        if service is None:
+            return None
+        name = service["Spec"]["Name"]
+        app, colour = app_and_colour(name)
+        port = service["Spec"]["EndpointSpec"]["Ports"][0]["PublishedPort"]
+        for other_task in self.tasks(app, colour):
+            if other_task.slot == task.get("Slot") and other_task.state == "running" and other_task.node_address:
+                return Container(other_task.id, f"{name}.{other_task.slot}", other_task.address(port))
+        return None
+
     def exit_reason(self, container_id: str) -> str | None:
-        """Why the task ended ("failed on node2: ..."), None while Swarm still runs it."""
+        """Why the task ended ("failed on node2: ..."), None while Swarm still runs it or moves it."""
         task = self._task(container_id)
         if task is None:
             return "is gone from the Swarm"
+        if moved(task) and self._wants_slot(task):
+            return None  # its node failed or was drained: Swarm runs the slot again on another node
         if task["Status"].get("State") in ENDED or task.get("DesiredState") != "running":
             node = self._node_name(task.get("NodeID", ""))
             error = task["Status"].get("Err") or task["Status"].get("Message", "")
@@ -182,7 +209,27 @@ class SwarmRuntime:
     def _ended(self, task_id: str) -> bool:
         """Has the task's container stopped (its desired state changes at once, its state only then)?"""
         task = self._task(task_id)
-        return task is None or task["Status"].get("State") in ENDED
+        return task is None or has_ended(task, self._nodes())
+
+    def _nodes(self) -> dict[str, Mapping]:
+        try:
+            return {node["ID"]: node for node in self.api.nodes()}
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise _unavailable(err) from err
+
+    def _service(self, service_id: str) -> dict | None:
+        try:
+            return self.api.inspect_service(service_id)
+        except docker.errors.NotFound:
+            return None
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise _unavailable(err) from err
+
+    def _wants_slot(self, task: Mapping) -> bool:
+        """Is the task's slot still wanted (its service not scaled below it)?"""
+        service = self._service(task["ServiceID"])
+        replicas = (service or {}).get("Spec", {}).get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
+        return task.get("Slot", 0) <= replicas
 
     def remove(self, container_id: str) -> None:
         """The task's colour goes to 0 tasks; the service itself stays, for going back to it."""
@@ -268,14 +315,14 @@ class SwarmRuntime:
                 return
             except (docker.errors.APIError, requests.exceptions.RequestException) as err:
                 raise _unavailable(err) from err
-            if all(entry.get("Status", {}).get("State") in ENDED for entry in raw):
+            nodes = self._nodes()
+            if all(has_ended(entry, nodes) for entry in raw):
                 return
             self.tick()
             time.sleep(POLL)
 
     def _scale_service(self, service: str, replicas: int) -> None:
-        app, _, colour = service.removeprefix("zdd-").rpartition("-")
-        self.scale(app, colour, replicas)
+        self.scale(*app_and_colour(service), replicas)
 
     def _services_of(self, task_ids: Sequence[str]) -> list[str]:
         services = []
@@ -283,12 +330,10 @@ class SwarmRuntime:
             task = self._task(task_id)
             if task is None:
                 continue
-            try:
-                name = self.api.inspect_service(task["ServiceID"])["Spec"]["Name"]
-            except docker.errors.NotFound:
+            service = self._service(task["ServiceID"])
+            if service is None:
                 continue
-            except (docker.errors.APIError, requests.exceptions.RequestException) as err:
-                raise _unavailable(err) from err
+            name = service["Spec"]["Name"]
             if name not in services:
                 services.append(name)
         return services
@@ -472,6 +517,20 @@ def task_of(entry: Mapping, nodes: Mapping[str, Mapping]) -> Task:
         error=status.get("Err", ""),
         image=entry.get("Spec", {}).get("ContainerSpec", {}).get("Image", ""),
     )
+
+
+def moved(task: Mapping) -> bool:
+    """Did Swarm stop wanting the task without the app exiting (its node failed or was drained)? It then
+    runs a new task in the same slot on another node."""
+    return task.get("DesiredState") != "running" and task.get("Status", {}).get("State") not in EXITED
+
+
+def has_ended(task: Mapping, nodes: Mapping[str, Mapping]) -> bool:
+    """Has the task stopped, or is it on a node Swarm has lost? That node's engine stops it when it comes
+    back (Swarm no longer wants it), and until then nothing can reach it."""
+    if task.get("Status", {}).get("State") in ENDED:
+        return True
+    return nodes.get(task.get("NodeID", ""), {}).get("Status", {}).get("State") == "down"
 
 
 def given_up(failed: Sequence[Task], image: str) -> Task | None:

@@ -51,6 +51,7 @@ class FakeRuntime:
     stop_exits: dict[str, int] = field(default_factory=dict)  # container id -> its exit code once stopped
     exit_checks: int = 0
     crashed: dict[str, str] = field(default_factory=dict)  # container id -> what exit_reason() says of it
+    moved: dict[str, Container] = field(default_factory=dict)  # container id -> what replacement() answers
 
     def has_image(self, ref: ImageRef) -> bool:
         return str(ref) in self.local_images
@@ -82,6 +83,9 @@ class FakeRuntime:
 
     def keep_running(self, container_id: str) -> None:
         self.log.append(f"keep {container_id} running")
+
+    def replacement(self, container_id: str) -> Container | None:
+        return self.moved.get(container_id)
 
     def exit_reason(self, container_id: str) -> str | None:
         self.exit_checks += 1

@@ -15,7 +15,7 @@ from zdd.caddy import render_fixed_snippet, snippet_fixed_addresses
 from zdd.errors import PermanentError
 from zdd.reconcile import Found, plan_app
 from zdd.state import STATE_FORMAT, AppState, Replica, Running, State, StateStore, decode_replicas, encode_replicas
-from zdd.swap import phase_data
+from zdd.swap import Container, phase_data
 
 TWO = replace(APP, replicas=2)
 V1_TWO = Running(
@@ -190,3 +190,28 @@ def test_a_new_replica_count_makes_a_deploy_of_the_live_version_a_real_one(world
 )
 def test_zdd_detach_pins_every_live_replica_and_a_later_adoption_reads_them_back(addresses, read_back):
     assert snippet_fixed_addresses(render_fixed_snippet(TWO, addresses)) == read_back
+
+
+def test_a_replica_moved_in_the_gate_is_gated_where_it_runs_now_and_goes_live_there(world):  # noqa: F811
+    # Swarm ran the second new task again on another node (its node failed): that one passes and goes live.
+    world["prober"].failing["10.0.0.3:8080"] = "no answer within 2s"
+    world["runtime"].moved["c3"] = Container("t9", "zdd-web-green.2", "10.0.0.9:8080")
+    world["router"].in_flight_by_address = {"10.0.0.1:8080": [0], "10.0.0.100:8080": [0]}
+    outcome = world["swap"].deploy(TWO, ref("v2"), V1_TWO, "d1")
+
+    assert outcome.running.addresses == ["10.0.0.2:8080", "10.0.0.9:8080"]
+    assert [r.container_id for r in outcome.running.replicas] == ["c2", "t9"]
+    log = collapse(world["log"])
+    assert "probe 10.0.0.9:8080/up -> ok" in log and "keep t9 running" in log and "keep c3 running" not in log
+    assert "route [10.0.0.2:8080 10.0.0.9:8080] [10.0.0.1:8080 10.0.0.100:8080]" in log
+    assert "web: v1 -> v2: health 2/2, 2/2" in world["statuses"]  # the moved one no longer counts
+
+
+def test_a_deploy_whose_moved_replica_never_passes_discards_it_and_its_replacement(world):  # noqa: F811
+    world["prober"].failing["10.0.0.3:8080"] = "no answer within 2s"
+    world["prober"].failing["10.0.0.9:8080"] = "HTTP 500"
+    world["runtime"].moved["c3"] = Container("t9", "zdd-web-green.2", "10.0.0.9:8080")
+    with pytest.raises(PermanentError, match=r"health check http://10.0.0.9:8080/up did not pass .*last: HTTP 500"):
+        world["swap"].deploy(TWO, ref("v2"), V1_TWO, "d1")
+    assert world["runtime"].removed == ["c2", "c3", "t9"]
+    assert world["router"].routes == []

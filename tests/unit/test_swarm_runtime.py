@@ -1,5 +1,5 @@
 """The pure parts of agent/swarm_runtime.py: reading Swarm's task JSON, when a colour serves, when a gate
-gives up, the pinned image, the task log stream."""
+gives up, when a task was moved or has ended, the pinned image, the task log stream."""
 
 import struct
 
@@ -7,12 +7,26 @@ import pytest
 
 from zdd.config import AppConfig
 from zdd.reference import parse_reference
-from zdd.swarm_runtime import Task, demultiplex, given_up, other, pinned, same_image, serving, swarm_port, task_of
+from zdd.swarm_runtime import (
+    Task,
+    app_and_colour,
+    demultiplex,
+    given_up,
+    has_ended,
+    moved,
+    other,
+    pinned,
+    same_image,
+    serving,
+    swarm_port,
+    task_of,
+)
 
 IMAGE = "10.216.0.1:5000/acme/web:v2@sha256:" + "ab" * 32
 NODES = {
-    "n1": {"Description": {"Hostname": "node1"}, "Status": {"Addr": "10.216.0.11"}},
-    "n2": {"Description": {"Hostname": "node2"}, "Status": {"Addr": "10.216.0.12"}},
+    "n1": {"Description": {"Hostname": "node1"}, "Status": {"Addr": "10.216.0.11", "State": "ready"}},
+    "n2": {"Description": {"Hostname": "node2"}, "Status": {"Addr": "10.216.0.12", "State": "ready"}},
+    "n3": {"Description": {"Hostname": "node3"}, "Status": {"Addr": "10.216.0.13", "State": "down"}},
 }
 
 
@@ -91,3 +105,38 @@ def test_demultiplex_joins_stdout_and_stderr_frames():
     frames = b"".join(struct.pack(">BxxxI", stream, len(text)) + text for stream, text in ((1, b"a\n"), (2, b"bc\n")))
     assert demultiplex(frames) == b"a\nbc\n"
     assert demultiplex(frames[:-1]) == b"a\nbc"  # a frame cut short: what arrived
+
+
+@pytest.mark.parametrize(
+    ("desired", "state", "expected"),
+    [
+        ("running", "running", False),  # serving
+        ("shutdown", "running", True),  # its node failed: Swarm cannot stop it, and runs the slot elsewhere
+        ("shutdown", "shutdown", True),  # its node was drained
+        ("shutdown", "failed", False),  # the app exited: a crash, not a move
+        ("shutdown", "complete", False),  # the app ended by itself
+        ("shutdown", "rejected", False),  # it never started (a node that cannot pull)
+        ("running", "failed", False),
+    ],
+)
+def test_a_task_was_moved_when_swarm_stopped_wanting_it_without_the_app_exiting(desired, state, expected):
+    assert moved({"DesiredState": desired, "Status": {"State": state}}) is expected
+
+
+@pytest.mark.parametrize(
+    ("state", "node", "expected"),
+    [
+        ("running", "n1", False),
+        ("shutdown", "n1", True),
+        ("failed", "n1", True),
+        ("running", "n3", True),  # on a node Swarm lost: it stops the task when it comes back
+        ("running", "gone", False),  # a node Swarm does not list: no word that it is down
+    ],
+)
+def test_a_task_has_ended_when_stopped_or_on_a_node_swarm_lost(state, node, expected):
+    assert has_ended({"NodeID": node, "Status": {"State": state}}, NODES) is expected
+
+
+def test_app_and_colour_of_a_service_name():
+    assert app_and_colour("zdd-web-green") == ("web", "green")
+    assert app_and_colour("zdd-my-api-blue") == ("my-api", "blue")
