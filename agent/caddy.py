@@ -33,6 +33,10 @@ ADMIN_TIMEOUT = 10.0
 # lookup per period while it has traffic: about 0.5 % of a core in zdd dns per busy app at 100 ms.
 REFRESH = 0.1
 UPSTREAM_IDLE = 1.0  # Caddy's keep-alive to upstreams (Go's IdleConnTimeout); Caddy's default is 2 minutes
+# A Swarm app's tasks are on other machines: how long Caddy waits for a connection to one (a node on
+# the same network answers in well under a millisecond), and how long it tries other tasks for one request.
+NODE_DIAL = 1.0
+NODE_TRY = 5.0
 SWITCH_MARGIN = 0.25  # on top of REFRESH: the lookup itself, and a request that had just picked the old one
 _IMPORT_RE = re.compile(r"^\s*import\s+(\S+)", re.MULTILINE)
 
@@ -73,8 +77,14 @@ def render_srv_snippet(app: AppConfig, name: str, resolver: str) -> str:
         f"\t\tresolvers udp/{resolver}\n"
         f"\t\trefresh {format_duration(REFRESH)}\n"
         "\t}\n"
+        "\t# A node can fail with no word to anyone: a connection to its tasks then never opens. Caddy gives up\n"
+        "\t# on it within dial_timeout and tries another task (nothing was sent yet), while zdd dns leaves the\n"
+        "\t# node out of its answer. No passive health checks: Caddy 2.6 would count its own failed retry\n"
+        "\t# of a request with a body against the good task, and then refuse every POST for a while.\n"
+        f"\tlb_try_duration {format_duration(NODE_TRY)}\n"
         "\ttransport http {\n"
         f"\t\tresolvers udp/{resolver}\n"
+        f"\t\tdial_timeout {format_duration(NODE_DIAL)}\n"
         f"\t\tkeepalive {format_duration(UPSTREAM_IDLE)}\n"
         "\t\tkeepalive_interval 30s\n"
         "\t\tkeepalive_idle_conns_per_host 32\n"

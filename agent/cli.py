@@ -48,6 +48,7 @@ def cmd_dns(args: argparse.Namespace) -> int:
     import logging
 
     from . import dns
+    from .reachability import Reachability
     from .routes import LiveRoutes
 
     setup_logging(args.verbose)
@@ -68,8 +69,10 @@ def cmd_dns(args: argparse.Namespace) -> int:
             sock = dns.bind(config.caddy.resolver)
         except OSError as err:
             raise TemporaryError(f"zdd dns: cannot listen on {config.caddy.resolver}: {err.strerror or err}") from err
-    routes = LiveRoutes(config.routes_path)
+    reachability = Reachability()
+    routes = LiveRoutes(config.routes_path, reachability)
     routes.current()
+    reachability.start()
     log.info("zdd dns: answering on %s from %s", where, config.routes_path)
     dns.serve(sock, routes.lookup, routes.lookup_srv)
     return EXIT_OK

@@ -25,7 +25,7 @@ import ipaddress
 import logging
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,14 @@ def address_host(address: str) -> str:
 Sets = Sequence[Sequence[str]]  # a version's "ip:port"s, newest version first
 
 
+# Which of an app's task addresses its SRV answer names (agent/reachability.py): (app, addresses) -> addresses.
+Reachable = Callable[[str, list[str]], list[str]]
+
+
+def every_address(app: str, addresses: list[str]) -> list[str]:
+    return addresses
+
+
 @dataclass(frozen=True)
 class RouteTable:
     instance: str = ""
@@ -115,13 +123,14 @@ class RouteTable:
                 return hosts
         return None
 
-    def lookup_srv(self, name: str) -> list[tuple[str, int]] | None:
-        """The SRV records (node name, port) of an app's SRV name: the first set; None for another name."""
+    def lookup_srv(self, name: str, reachable: Reachable = every_address) -> list[tuple[str, int]] | None:
+        """The SRV records (node name, port) of an app's SRV name: the first set, or those of its tasks
+        `reachable` keeps (agent/reachability.py); None for another name."""
         labels = self._labels(name)
         if labels is None or len(labels) != 2 or labels[1] != "srv" or labels[0] not in self.apps:
             return None
         first = next((addresses for addresses in self.apps[labels[0]] if addresses), [])
-        return [(node_name(address_host(a), self.instance), address_port(a)) for a in first]
+        return [(node_name(address_host(a), self.instance), address_port(a)) for a in reachable(labels[0], first)]
 
     def addresses(self, app: str) -> list[str]:
         """Every address of every set of `app`."""
@@ -172,8 +181,9 @@ class LiveRoutes:
     """The responder's view of routes.toml: re-read whenever the file was replaced (one stat per query).
     A file that cannot be read keeps the last good table: answering yesterday's route beats none."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, reachable: Reachable = every_address):
         self.file = RouteFile(path)
+        self.reachable = reachable  # which of a Swarm app's tasks its SRV answer names
         self._seen: tuple[int, int, int] | None = None
         self.table = RouteTable()
 
@@ -200,7 +210,7 @@ class LiveRoutes:
         return self.current().lookup(name)
 
     def lookup_srv(self, name: str) -> list[tuple[str, int]] | None:
-        return self.current().lookup_srv(name)
+        return self.current().lookup_srv(name, self.reachable)
 
 
 def _checked(table: RouteTable) -> RouteTable:

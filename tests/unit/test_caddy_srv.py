@@ -62,6 +62,9 @@ def test_the_srv_snippet_names_zdd_dns_for_the_tasks_and_their_nodes(tmp_path):
     assert "\tdynamic srv web.srv.ab12cd34.zdd.internal. {\n\t\tresolvers udp/127.0.0.1:5354\n" in text
     # Go refuses an IP as SRV target: the transport resolves the node names through zdd dns too.
     assert "\ttransport http {\n\t\tresolvers udp/127.0.0.1:5354\n" in text
+    # A dead node's connections never open: Caddy gives up on one within a second and tries another task.
+    assert "\tlb_try_duration 5000ms\n" in text and "\t\tdial_timeout 1000ms\n" in text
+    assert "fail_duration" not in text  # Caddy 2.6 counts its own failed retry of a POST against the good task
     # The same transport settings as a local app's, so a container drained holds no idle connection.
     local = render_snippet(config.apps["web"], "web.p8080.ab12cd34.zdd.internal.", 8080, "127.0.0.1:5354")
     for line in ("keepalive 1000ms", "keepalive_interval 30s", "keepalive_idle_conns_per_host 32"):
