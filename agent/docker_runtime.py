@@ -21,7 +21,7 @@ from .errors import ConfigError, PermanentError, TemporaryError, ZddError
 from .pull_progress import PullTally
 from .reconcile import Found
 from .reference import ImageRef
-from .registry_auth import Credentials, load_auths, refusal, registry_of
+from .registry_auth import Credentials, login_for, refused
 from .swap import Container
 
 log = logging.getLogger("zdd.docker")
@@ -130,24 +130,11 @@ class DockerRuntime:
             raise _unavailable(err) from err
 
     def _login(self, ref: ImageRef) -> Credentials | None:
-        """Read at every pull: a rotated password is used from the next deploy on, with no reload."""
-        if self.registry_auth is None:
-            return None
-        try:
-            return load_auths(self.registry_auth).get(registry_of(ref.repository))
-        except ConfigError as err:
-            raise PermanentError(f"pull {ref}: registry credentials: {err}") from None
+        return login_for(self.registry_auth, ref.repository, f"pull {ref}")
 
     def _pull_error(self, ref: ImageRef, message: str, login: Credentials | None) -> Exception:
-        answer = refusal(message)
-        if answer is None:
-            return _pull_error(ref, message)
-        registry = registry_of(ref.repository)
-        if login:
-            why = f"refused {login.who} from {self.registry_auth}"
-        else:
-            why = f"wants a login and {self.registry_auth or 'no credentials file'} has none for {registry}"
-        return PermanentError(f"pull {ref}: registry {registry} {why} ({answer}: {message})")
+        why = refused(self.registry_auth, ref.repository, login, message)
+        return PermanentError(f"pull {ref}: {why}") if why else _pull_error(ref, message)
 
     def remove_image(self, reference: str, image_id: str) -> str:
         """Remove the name zdd deployed an image by ("removed"), only while it still means that image;

@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, PermanentError
 
 DOCKER_HUB = "docker.io"
 # The names `docker login` has written for Docker Hub over the years.
@@ -138,3 +138,28 @@ def exposure(path: Path) -> str | None:
             f"chown zdd {path} && chmod 0600 {path} (the agent runs as user zdd)"
         )
     return None
+
+
+def login_for(path: Path | None, repository: str, what: str) -> Credentials | None:
+    """The file's login for the repository's registry, read at every use: a rotated password is used from
+    the next deploy on, with no reload. `what` starts the error of a file that cannot be used."""
+    if path is None:
+        return None
+    try:
+        return load_auths(path).get(registry_of(repository))
+    except ConfigError as err:
+        raise PermanentError(f"{what}: registry credentials: {err}") from None
+
+
+def refused(path: Path | None, repository: str, login: Credentials | None, message: str) -> str | None:
+    """What a registry's refusal means for this login ("registry R refused user U from FILE (...)"), or
+    None when Docker's message is not a refusal."""
+    answer = refusal(message)
+    if answer is None:
+        return None
+    registry = registry_of(repository)
+    if login:
+        why = f"refused {login.who} from {path}"
+    else:
+        why = f"wants a login and {path or 'no credentials file'} has none for {registry}"
+    return f"registry {registry} {why} ({answer}: {message})"

@@ -21,6 +21,7 @@ import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -30,6 +31,7 @@ import requests.exceptions
 from .config import AppConfig
 from .errors import PermanentError, TemporaryError, ZddError
 from .reference import ImageRef
+from .registry_auth import Credentials, login_for, refused, registry_of
 from .swap import Container
 
 log = logging.getLogger("zdd.swarm")
@@ -105,8 +107,11 @@ def _cpu_nanos(cpus: float | None) -> int | None:
 class SwarmRuntime:
     """The two services of each app on the Swarm whose manager `client` talks to."""
 
-    def __init__(self, client: docker.DockerClient, tick: Callable[[], None] = lambda: None):
+    def __init__(
+        self, client: docker.DockerClient, tick: Callable[[], None] = lambda: None, registry_auth: Path | None = None
+    ):
         self.api = client.api
+        self.registry_auth = registry_auth  # zdd's logins file (Docker's config.json format), as for one host
         self.tick = tick  # called while it waits for Swarm: the agent pings systemd's watchdog there
         self._started: dict[tuple[str, str], list[Container]] = {}  # (app, deploy) -> its tasks, by slot
 
@@ -124,9 +129,13 @@ class SwarmRuntime:
     def image_id(self, ref: ImageRef) -> str:
         """The digest the registry gives the reference now: every node runs that exact image (the service
         names it by digest), even if the tag moves during the deploy."""
+        login = self._forward_login(str(ref))
         try:
             return self.api.inspect_distribution(str(ref))["Descriptor"]["digest"]
         except docker.errors.APIError as err:
+            why = refused(self.registry_auth, ref.repository, login, str(err.explanation or err))
+            if why:
+                raise PermanentError(f"{ref}: {why}") from err
             if err.status_code in (401, 403, 404) or "manifest unknown" in str(err.explanation):
                 raise PermanentError(f"{ref}: the registry has no such image ({err.explanation or err})") from err
             raise _unavailable(err) from err
@@ -154,6 +163,19 @@ class SwarmRuntime:
         if replica == len(tasks):  # the swap asks for replicas 1..N in turn: the last one ends the deploy's use
             del self._started[key]
         return tasks[replica - 1]
+
+    def _forward_login(self, image: str) -> Credentials | None:
+        """What `docker service create --with-registry-auth` does: the login for the image's registry goes
+        with every request about it (X-Registry-Auth), and Swarm hands it to the nodes that pull. docker-py
+        sends it from its client's logins (AuthConfig, docker-py 4 to 7), so it is put there, or taken out
+        when the file no longer has one."""
+        login = login_for(self.registry_auth, image, f"{image} on the Swarm")
+        logins = self.api._auth_configs
+        if login:
+            logins.add_auth(login.registry, login.for_docker())
+        else:
+            logins.get("auths", {}).pop(registry_of(image), None)
+        return login
 
     def keep_running(self, container_id: str) -> None:
         """Nothing to do: the service's restart policy (any) was set when it was put."""
@@ -356,6 +378,7 @@ class SwarmRuntime:
         """Create the colour's service, or replace its whole spec, to run `image` as `app.replicas` tasks
         publishing `port` on their nodes. Swarm starts the tasks; `tasks()` follows them."""
         name = service_name(app.name, colour)
+        self._forward_login(image)
         container = docker.types.ContainerSpec(
             image,
             args=list(app.command) or None,  # as `docker run IMAGE CMD...`: the image's entrypoint stays
@@ -406,6 +429,7 @@ class SwarmRuntime:
             if current is None:
                 return
             spec = current["Spec"]
+            self._forward_login(spec["TaskTemplate"]["ContainerSpec"]["Image"])  # a node may pull it again
             self.api.update_service(
                 current["ID"],
                 current["Version"]["Index"],

@@ -6,8 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from zdd.errors import ConfigError
-from zdd.registry_auth import Credentials, exposure, load_auths, parse_auths, refusal, registry_of
+from zdd.errors import ConfigError, PermanentError
+from zdd.registry_auth import (
+    Credentials,
+    exposure,
+    load_auths,
+    login_for,
+    parse_auths,
+    refusal,
+    refused,
+    registry_of,
+)
 
 FILE = Path("/etc/zdd/registry-auth.json")
 
@@ -103,3 +112,41 @@ def test_a_file_others_may_read_is_a_problem(tmp_path, mode, exposed):
 
 def test_no_file_means_no_logins(tmp_path):
     assert load_auths(tmp_path / "absent.json") == {} and exposure(tmp_path / "absent.json") is None
+
+
+def test_login_for_reads_the_file_at_every_use_and_names_what_it_was_for(tmp_path):
+    path = tmp_path / "config.json"
+    assert login_for(None, "reg.example.com/acme/web", "pull") is None  # no file configured
+    assert login_for(path, "reg.example.com/acme/web", "pull") is None  # not written yet
+    token = base64.b64encode(b"deployer:one").decode()
+    path.write_text(json.dumps({"auths": {"reg.example.com": {"auth": token}}}))
+    assert login_for(path, "reg.example.com/acme/web:v2@sha256:ab", "pull").password == "one"
+    assert login_for(path, "other.example.com/acme/web", "pull") is None
+    path.write_text("{")
+    with pytest.raises(PermanentError, match=r"^reg.example.com/acme/web on the Swarm: registry credentials: "):
+        login_for(path, "reg.example.com/acme/web", "reg.example.com/acme/web on the Swarm")
+
+
+@pytest.mark.parametrize(
+    ("login", "message", "expected"),
+    [
+        (None, "unauthorized: authentication required", "registry reg.example.com wants a login and FILE has none"),
+        (
+            Credentials("reg.example.com", "deployer", "x"),
+            "unauthorized: authentication required",
+            "registry reg.example.com refused user deployer from FILE (HTTP 401 Unauthorized: unauthorized:",
+        ),
+        (None, "manifest unknown", None),  # not a refusal: the caller says what it is
+    ],
+)
+def test_refused_says_which_login_the_registry_turned_away(tmp_path, login, message, expected):
+    path = tmp_path / "config.json"
+    why = refused(path, "reg.example.com/acme/web", login, message)
+    if expected is None:
+        assert why is None
+    else:
+        assert why.startswith(expected.replace("FILE", str(path))), why
+    if login is None and expected:
+        assert refused(None, "reg.example.com/acme/web", None, message).startswith(
+            "registry reg.example.com wants a login and no credentials file has none"
+        )
