@@ -39,7 +39,9 @@ set -e
 # Docker mounts /sys and each cgroup v1 hierarchy read-only; the bind remount lifts it for this mount only.
 mount -o remount,bind,rw /sys
 for h in /sys/fs/cgroup /sys/fs/cgroup/*/; do if mountpoint -q "$h"; then mount -o remount,bind,rw "$h"; fi; done
-rm -f {NODE_RUN}/docker.sock /var/run/docker.pid
+# A node started again after a kill must not find its last run's pid files: their pids now name other
+# processes, and dockerd would wait for a containerd that is not there.
+rm -rf {NODE_RUN}/docker.sock /var/run/docker.pid /var/run/docker
 exec dockerd --host unix://{NODE_RUN}/docker.sock --insecure-registry "$REGISTRY" --storage-driver overlay2 \\
   --log-level warn
 """
@@ -123,15 +125,20 @@ class Registry:
     """Debian's docker-registry on every address of this host: the host pushes to 127.0.0.1 (an address
     Docker takes as plain HTTP), the nodes pull from the bridge's gateway (declared insecure to them)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, login: tuple[str, str] | None = None):
         binary = shutil.which("docker-registry")
         if not binary:
             raise RuntimeError("docker-registry is missing; .ci/run installs it (apt install docker-registry)")
         self.port = free_port()
-        (workdir / "registry.yml").write_text(
+        self.login = login  # (user, password) it asks for, as a private registry does; None: open to all
+        config = (
             f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {workdir}/registry\n"
             f"http:\n  addr: 0.0.0.0:{self.port}\n"
         )
+        if login:
+            (workdir / "htpasswd").write_text(f"{login[0]}:{_bcrypt(login[1])}\n")
+            config += f"auth:\n  htpasswd:\n    realm: zdd-test\n    path: {workdir}/htpasswd\n"
+        (workdir / "registry.yml").write_text(config)
         with open(workdir / "registry.log", "ab") as log:
             self.process = subprocess.Popen(
                 [binary, "serve", str(workdir / "registry.yml")], stdout=log, stderr=subprocess.STDOUT
@@ -148,7 +155,9 @@ class Registry:
         """Push `repository:tag`, a local image of the host's engine; returns its name as the nodes pull it."""
         repository, _, tag = image.rpartition(":")
         client.images.get(image).tag(f"{self.for_host}/{repository}", tag)
-        for line in client.images.push(f"{self.for_host}/{repository}", tag, stream=True, decode=True):
+        auth = {"username": self.login[0], "password": self.login[1]} if self.login else None
+        pushed = client.images.push(f"{self.for_host}/{repository}", tag, stream=True, decode=True, auth_config=auth)
+        for line in pushed:
             if "error" in line:
                 raise RuntimeError(f"push of {image}: {line['error']}")
         client.images.remove(f"{self.for_host}/{repository}:{tag}")
@@ -161,6 +170,16 @@ class Registry:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _bcrypt(password: str) -> str:
+    """The hash docker-registry's htpasswd file wants (Debian 12's libcrypt makes bcrypt)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # crypt leaves Python in 3.13; the tests run 3.11
+        import crypt
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
 
 
 @dataclass
@@ -177,6 +196,11 @@ class Swarm:
     def stop_node(self, node: Node) -> None:
         """A node failure: its container (and so its dockerd and every task on it) is killed."""
         self.host.containers.get(node.container).kill()
+
+    def start_node(self, node: Node) -> None:
+        """The node back after a failure: its dockerd starts again and rejoins the Swarm (its state is kept)."""
+        self.host.containers.get(node.container).start()
+        _wait_for_engine(node, self.host)
 
 
 def _wait_for_engine(node: Node, host: docker.DockerClient, timeout: float = 60) -> None:
@@ -214,7 +238,7 @@ def swarm(host: docker.DockerClient, workdir: Path, nodes: int = 3) -> Iterator[
     try:
         registry = Registry(workdir)
         for number in range(1, nodes + 1):
-            node = _start_node_at(host, image, workdir, number, registry.for_nodes, network)
+            node = _start_node_at(host, image, workdir, number, f"{SUBNET}.0/24", network)
             started.append(node)
         for node in started:
             _wait_for_engine(node, host)
@@ -228,7 +252,7 @@ def swarm(host: docker.DockerClient, workdir: Path, nodes: int = 3) -> Iterator[
                 advertise_addr=node.address,
                 listen_addr=f"{node.address}:2377",
             )
-        _wait_for_nodes(manager, nodes)
+        wait_for_nodes(manager, nodes)
         yield Swarm(started, registry, host)
     finally:
         try:
@@ -245,7 +269,7 @@ def swarm(host: docker.DockerClient, workdir: Path, nodes: int = 3) -> Iterator[
                 shutil.rmtree(workdir / f"node{number}", ignore_errors=True)  # the nodes' images and containers
 
 
-def _start_node_at(host: docker.DockerClient, image: str, workdir: Path, number: int, registry: str, network) -> Node:
+def _start_node_at(host: docker.DockerClient, image: str, workdir: Path, number: int, insecure: str, network) -> Node:
     """A node on the bridge at its fixed address (docker-py's run() cannot give one, so create, connect, start)."""
     name = f"zdd-swarm-node{number}"
     state = workdir / f"node{number}"
@@ -267,7 +291,7 @@ def _start_node_at(host: docker.DockerClient, image: str, workdir: Path, number:
         image,
         name=name,
         hostname=f"node{number}",
-        environment={"REGISTRY": registry},
+        environment={"REGISTRY": insecure},  # every registry on the bridge is plain HTTP
         host_config=host_config,
         labels={"zdd-it.swarm": "node"},
     )
@@ -279,7 +303,7 @@ def _start_node_at(host: docker.DockerClient, image: str, workdir: Path, number:
     return Node(name, address, state / "run" / "docker.sock", name)
 
 
-def _wait_for_nodes(manager: docker.DockerClient, count: int, timeout: float = 60) -> None:
+def wait_for_nodes(manager: docker.DockerClient, count: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready = [n for n in manager.nodes.list() if n.attrs["Status"]["State"] == "ready"]
@@ -332,6 +356,7 @@ class ZddOnSwarm:
     caddy: object
     state: object
     repository: str
+    dns: object  # the ResolverProcess: its log says which tasks it left out
 
     def deploy(self, tag: str, current, number: int):
         from zdd.reference import parse_reference
@@ -341,10 +366,17 @@ class ZddOnSwarm:
 
 @contextlib.contextmanager
 def zdd_on_swarm(
-    cluster: Swarm, workdir: Path, caddy_binary: str, repository: str, replicas: int = 2, ports=(PORT, PORT + 1), **app
+    cluster: Swarm,
+    workdir: Path,
+    caddy_binary: str,
+    repository: str,
+    replicas: int = 2,
+    ports=(PORT, PORT + 1),
+    registry_auth: Path | None = None,
+    **app,
 ) -> Iterator[ZddOnSwarm]:
-    """An app `web` on the Swarm (image `repository`, which the nodes pull), behind Caddy; its two
-    services are removed afterwards."""
+    """An app `web` on the Swarm (image `repository`, which the nodes pull, with the logins of
+    `registry_auth` if given), behind Caddy; its two services are removed afterwards."""
     import dataclasses
 
     from tests.support.agent_process import ResolverProcess, write_config
@@ -373,7 +405,7 @@ def zdd_on_swarm(
     app_config = dataclasses.replace(config.apps["web"], engine="swarm", replicas=replicas, swarm_ports=tuple(ports))
     router = CaddyRouter(config, instance)
     dns = ResolverProcess(config_path, workdir)
-    runtime = SwarmRuntime(cluster.manager.client())
+    runtime = SwarmRuntime(cluster.manager.client(), registry_auth=registry_auth)
     state = State(instance=instance)
     journal = StateJournal(StateStore(state_dir), state, FailedOutput(state_dir))
     dns.start()
@@ -381,7 +413,7 @@ def zdd_on_swarm(
         router.ensure_snippets({})
         caddy.start()
         yield ZddOnSwarm(
-            Swap(runtime, router, HttpProber(), SystemClock(), journal), app_config, caddy, state, repository
+            Swap(runtime, router, HttpProber(), SystemClock(), journal), app_config, caddy, state, repository, dns
         )
     finally:
         caddy.stop()
