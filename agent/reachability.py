@@ -7,6 +7,7 @@ Caddy before 2.11 cannot send a request with a body twice, so each POST that pic
 zdd dns therefore tries a TCP connection to every task it names, PROBE_INTERVAL apart, and leaves out
 of its SRV answer a task that did not accept one within CONNECT_TIMEOUT, until it accepts again. It
 never leaves out all of them: an answer with no task would fail every request instead of some.
+zdd-dns.service lets it connect to the private networks only (10/8, 172.16/12, 192.168/16), as zdd.service.
 """
 
 import errno
@@ -65,10 +66,11 @@ class Reachability:
                 app = self._app.get(address, "?")
                 if address in failed and address not in self._down:
                     log.warning(
-                        "dns: %s: the task at %s did not accept a connection (%s); left out of answers until it does",
+                        "dns: %s: the task at %s did not accept a connection (%s); named only if no task of %s does",
                         app,
                         address,
                         failed[address],
+                        app,
                     )
                 elif address not in failed and address in self._down:
                     log.info("dns: %s: the task at %s accepts connections again; back in the answer", app, address)

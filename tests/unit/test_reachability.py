@@ -47,7 +47,7 @@ def test_a_task_that_refuses_is_left_out_until_it_accepts_again(listening, caplo
         reachable.probe()  # told once, not at every probe
     assert [r.getMessage() for r in caplog.records] == [
         f"dns: web: the task at {refused} did not accept a connection (Connection refused); "
-        "left out of answers until it does"
+        "named only if no task of web does"
     ]
     # Never an answer with no task: one that fails some requests beats one that fails them all.
     assert reachable("web", [refused]) == [refused]
