@@ -429,7 +429,8 @@ class SwarmRuntime:
             if current is None:
                 return
             spec = current["Spec"]
-            self._forward_login(spec["TaskTemplate"]["ContainerSpec"]["Image"])  # a node may pull it again
+            if replicas:  # a node may pull it again; a stop must not depend on the logins file
+                self._forward_login(spec["TaskTemplate"]["ContainerSpec"]["Image"])
             self.api.update_service(
                 current["ID"],
                 current["Version"]["Index"],
