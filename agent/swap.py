@@ -256,6 +256,31 @@ class Swap:
         else:
             log.info("%s took %.1fs, exit code %s", stopping, took, "unknown" if code is None else code)
 
+    def follow(self, app: AppConfig, live: Running) -> Running:
+        """The live version where it runs now: a replica the runtime moved (Swarm ran a task of a failed or
+        drained node again on another) is gated where it runs now and routed in its place. Returns the live
+        version to record, the same one when nothing moved; raises PermanentError if a moved one fails its
+        gate (the route keeps the others, and the next call tries again)."""
+        replicas = live.replicas
+        moved = {r.container_id: self.runtime.replacement(r.container_id) for r in replicas}
+        if not any(moved.values()):
+            return live
+        what = f"{app.name}: {live.tag}"
+        arrived = {old: Replica(c.id, c.name, c.address) for old, c in moved.items() if c is not None}
+        gated = self._health_gate(app, list(arrived.values()), f"{what}: moved")  # in order, as it passed
+        now = dict(zip(arrived, gated, strict=True))
+        followed = live.with_replicas([now.get(r.container_id, r) for r in replicas])
+        self.router.route(app, [followed.addresses])
+        for replica in (r for r in replicas if r.container_id in now):
+            log.info(
+                "%s: %s moved from %s to %s; routed there",
+                what,
+                replica.container_name,
+                replica.address,
+                now[replica.container_id].address,
+            )
+        return followed
+
     def old_is_gone(self, new: Running, old: Running, what: str, reason: str) -> bool:
         """Going back needs an old container running; if none is, the new one stays (Docker's restart
         policy is all that is left to it) and the probation ends."""

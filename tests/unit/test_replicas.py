@@ -215,3 +215,24 @@ def test_a_deploy_whose_moved_replica_never_passes_discards_it_and_its_replaceme
         world["swap"].deploy(TWO, ref("v2"), V1_TWO, "d1")
     assert world["runtime"].removed == ["c2", "c3", "t9"]
     assert world["router"].routes == []
+
+
+def test_follow_gates_a_moved_live_replica_where_it_runs_now_and_routes_it_in_place(world):  # noqa: F811
+    assert world["swap"].follow(TWO, V1_TWO) is V1_TWO  # nothing moved: nothing to do
+    assert world["router"].routes == []
+    world["runtime"].moved["c0"] = Container("t7", "zdd-web-blue.2", "10.0.0.7:8080")
+    followed = world["swap"].follow(TWO, V1_TWO)
+
+    assert [r.container_id for r in followed.replicas] == ["c1", "t7"]  # in its place, the other one kept
+    assert followed.addresses == ["10.0.0.1:8080", "10.0.0.7:8080"]
+    assert (followed.tag, followed.image_id, followed.since) == (V1_TWO.tag, V1_TWO.image_id, V1_TWO.since)
+    log = collapse(world["log"])
+    assert log.index("probe 10.0.0.7:8080/up -> ok") < log.index("route [10.0.0.1:8080 10.0.0.7:8080]")
+
+
+def test_follow_routes_nothing_new_when_the_moved_replica_fails_its_gate(world):  # noqa: F811
+    world["runtime"].moved["c0"] = Container("t7", "zdd-web-blue.2", "10.0.0.7:8080")
+    world["prober"].failing["10.0.0.7:8080"] = "HTTP 500"
+    with pytest.raises(PermanentError, match=r"web: v1: moved: health check http://10.0.0.7:8080/up did not pass"):
+        world["swap"].follow(TWO, V1_TWO)
+    assert world["router"].routes == []
