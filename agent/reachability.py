@@ -5,7 +5,8 @@ open, and Swarm sees the node gone only after its heartbeat timeout, 10 to 20 s 
 change, Caddy would keep sending part of the requests there: a GET it may try on another task, but
 Caddy before 2.11 cannot send a request with a body twice, so each POST that picked the dead node fails.
 zdd dns therefore tries a TCP connection to every task it names, PROBE_INTERVAL apart, and leaves out
-of its SRV answer a task that did not accept one within CONNECT_TIMEOUT, until it accepts again. It
+of its SRV answer a task that refused one or did not accept it within CONNECT_TIMEOUT, until it accepts
+again. It
 never leaves out all of them: an answer with no task would fail every request instead of some.
 zdd-dns.service lets it connect to the private networks only (10/8, 172.16/12, 192.168/16), as zdd.service.
 """
@@ -24,12 +25,13 @@ from .routes import address_host, address_port
 log = logging.getLogger("zdd.dns")
 
 PROBE_INTERVAL = 0.5
-# A node on the same network accepts in well under a millisecond; a connection that has not opened in
-# this long is not coming (the node is gone, or drops everything).
-CONNECT_TIMEOUT = 0.5
-# An address no answer named for this long is no longer probed (a colour scaled to 0, a site with no
-# traffic, so no lookups); probed again from the next answer that names it.
-FORGET_AFTER = 30.0
+# A node on the same network accepts in well under a millisecond, or refuses at once when nothing listens.
+# A busy app may drop a SYN when its accept queue is full, and the kernel sends the next one 1 s later: a
+# connection that has not opened in 1.5 s is not coming (the node is gone, or drops everything).
+CONNECT_TIMEOUT = 1.5
+# An address no answer named for this long is no longer probed (a site with no traffic: Caddy asks only
+# when it proxies); probed again from the next answer that names it.
+FORGET_AFTER = 10.0
 
 
 class Reachability:
@@ -46,6 +48,10 @@ class Reachability:
     def __call__(self, app: str, addresses: Sequence[str]) -> list[str]:
         now = self.clock()
         with self._lock:
+            # The app's previous answer's tasks that this one does not name (a switch, a retired version)
+            # are no longer zdd dns's concern.
+            for address in [a for a, named_for in self._app.items() if named_for == app and a not in addresses]:
+                self._forget(address)
             for address in addresses:
                 self._named[address] = now
                 self._app[address] = app
@@ -57,8 +63,7 @@ class Reachability:
         with self._lock:
             horizon = self.clock() - FORGET_AFTER
             for address in [a for a, named in self._named.items() if named < horizon]:
-                del self._named[address], self._app[address]
-                self._down.pop(address, None)
+                self._forget(address)
             addresses = list(self._named)
         failed = unreachable(addresses, self.timeout)
         with self._lock:
@@ -75,6 +80,10 @@ class Reachability:
                 elif address not in failed and address in self._down:
                     log.info("dns: %s: the task at %s accepts connections again; back in the answer", app, address)
             self._down = {a: why for a, why in failed.items() if a in self._named}
+
+    def _forget(self, address: str) -> None:
+        del self._named[address], self._app[address]
+        self._down.pop(address, None)
 
     def run(self, interval: float = PROBE_INTERVAL) -> None:
         while True:

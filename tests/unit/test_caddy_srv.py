@@ -2,13 +2,19 @@
 upstreams, where a task found by SRV is listed by its node name, not by the address zdd routed."""
 
 import dataclasses
+import threading
 
 import pytest
 
+from tests.support.net import free_udp_port
+from zdd import dns
 from zdd.caddy import CaddyRouter, dialed, render_snippet, render_srv_snippet
 from zdd.config import parse_config
+from zdd.errors import TemporaryError
+from zdd.routes import LiveRoutes
 
 INSTANCE = "ab12cd34"
+WEB = {"image": "r/web", "port": 8080}
 
 
 @pytest.mark.parametrize(
@@ -71,3 +77,27 @@ def test_the_srv_snippet_names_zdd_dns_for_the_tasks_and_their_nodes(tmp_path):
         assert line in text and line in local
     snippet_text = CaddyRouter(config, INSTANCE)._snippet_text(app, [["10.216.0.11:18301"]])
     assert snippet_text == render_srv_snippet(app, "web.srv.ab12cd34.zdd.internal.", config.caddy.resolver)
+
+
+def test_the_route_check_takes_a_swarm_answer_that_leaves_out_a_task_zdd_dns_cannot_reach(tmp_path):
+    """CaddyRouter.verify asks a real zdd dns (on loopback) what Caddy will be told. For a Swarm app it
+    may name fewer tasks than routes.toml (agent/reachability.py): that is not another responder."""
+    resolver = f"127.0.0.1:{free_udp_port()}"
+    (tmp_path / "state").mkdir()
+    config = parse_config({"state_dir": str(tmp_path / "state"), "caddy": {"resolver": resolver}, "apps": {"web": WEB}})
+    app = dataclasses.replace(config.apps["web"], engine="swarm")
+    router = CaddyRouter(config, INSTANCE)
+    router._save_route(app, [["10.216.0.11:18301", "10.216.0.12:18301"]])
+    answer = {"keep": lambda addresses: addresses}
+    routes = LiveRoutes(config.routes_path, lambda app_name, addresses: answer["keep"](addresses))
+    sock = dns.bind(resolver)
+    threading.Thread(target=dns.serve, args=(sock, routes.lookup, routes.lookup_srv), daemon=True).start()
+    try:
+        router.verify(app)  # every task
+        answer["keep"] = lambda addresses: addresses[1:]
+        router.verify(app)  # one left out: fine
+        answer["keep"] = lambda addresses: ["10.216.0.99:18301"]  # not what this state dir routes
+        with pytest.raises(TemporaryError, match=r"is another zdd dns \(another state dir\) listening there"):
+            router.verify(app)
+    finally:
+        sock.close()

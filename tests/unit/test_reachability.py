@@ -98,3 +98,14 @@ def test_the_srv_answer_names_only_the_tasks_reachability_keeps():
     kept = table.lookup_srv("web.srv.ab12cd34.zdd.internal.", lambda app, addresses: addresses[1:])
     assert kept == [(node_name("10.216.0.12", "ab12cd34"), 18301)]
     assert len(table.lookup_srv("web.srv.ab12cd34.zdd.internal.")) == 2  # by default, every one
+
+
+def test_a_task_the_apps_next_answer_no_longer_names_is_no_longer_probed(listening):
+    up, refused = listening
+    reachable = Reachability(Clock())
+    reachable("web", [up, refused])
+    reachable.probe()
+    reachable("web", [up])  # the app switched to another set: the refused one is none of zdd dns's concern
+    assert reachable._named.keys() == {up} and reachable._down == {}
+    reachable("api", [refused])  # another app's answer leaves web's alone
+    assert reachable._named.keys() == {up, refused}
