@@ -32,58 +32,71 @@ CONNECT_TIMEOUT = 1.5
 # An address no answer named for this long is no longer probed (a site with no traffic: Caddy asks only
 # when it proxies); probed again from the next answer that names it.
 FORGET_AFTER = 10.0
+# What a task's last probe found is kept this long after: a quiet site's next burst of requests does not
+# send a share of them to a node known dead while the first probe runs.
+REMEMBER_DOWN = 600.0
+# A connection this host's own rules refuse (zdd-dns.service's IPAddressAllow): it says nothing of the task.
+_BLOCKED = (errno.EPERM, errno.EACCES)
 
 
 class Reachability:
     """The routed task addresses that accept a TCP connection, probed in the background by `run()`.
-    Called with the addresses an answer would name, it returns those to name."""
+    Called with the addresses an answer would name (app, addresses), it returns those to name."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, timeout: float = CONNECT_TIMEOUT):
         self.clock, self.timeout = clock, timeout
         self._lock = threading.Lock()
-        self._named: dict[str, float] = {}  # address -> when an answer last named it
-        self._down: dict[str, str] = {}  # address -> why its last probe failed
-        self._app: dict[str, str] = {}  # address -> the app whose answer named it, for the log
+        self._answers: dict[str, tuple[float, list[str]]] = {}  # app -> when last asked, its answer's tasks
+        self._down: dict[str, tuple[str, float]] = {}  # address -> why its last probe failed, and when
+        self._blocked: set[str] = set()  # addresses already told as not probed (this host's rules)
 
     def __call__(self, app: str, addresses: Sequence[str]) -> list[str]:
-        now = self.clock()
         with self._lock:
-            # The app's previous answer's tasks that this one does not name (a switch, a retired version)
-            # are no longer zdd dns's concern.
-            for address in [a for a, named_for in self._app.items() if named_for == app and a not in addresses]:
-                self._forget(address)
-            for address in addresses:
-                self._named[address] = now
-                self._app[address] = app
+            self._answers[app] = (self.clock(), list(addresses))
             up = [address for address in addresses if address not in self._down]
         return up or list(addresses)
 
     def probe(self) -> None:
-        """Try every named address once, side by side, and remember which did not accept."""
+        """Try each task that an answer asked for lately names, side by side, and remember which did not
+        accept a connection."""
         with self._lock:
-            horizon = self.clock() - FORGET_AFTER
-            for address in [a for a, named in self._named.items() if named < horizon]:
-                self._forget(address)
-            addresses = list(self._named)
-        failed = unreachable(addresses, self.timeout)
+            now = self.clock()
+            targets = {
+                address: app
+                for app, (asked, addresses) in self._answers.items()
+                if asked >= now - FORGET_AFTER
+                for address in addresses
+            }
+            for address in [a for a, (_, since) in self._down.items() if since < now - REMEMBER_DOWN]:
+                del self._down[address]
+        failed = unreachable(list(targets), self.timeout)
         with self._lock:
-            for address in addresses:
-                app = self._app.get(address, "?")
-                if address in failed and address not in self._down:
+            for address, app in targets.items():
+                code, why = failed.get(address, (0, ""))
+                if code in _BLOCKED:
+                    if address not in self._blocked:
+                        self._blocked.add(address)
+                        log.warning(
+                            "dns: %s: cannot probe the task at %s (%s): zdd-dns.service's IPAddressAllow does "
+                            "not include it; named as routed",
+                            app,
+                            address,
+                            why,
+                        )
+                elif why and address not in self._down:
                     log.warning(
                         "dns: %s: the task at %s did not accept a connection (%s); named only if no task of %s does",
                         app,
                         address,
-                        failed[address],
+                        why,
                         app,
                     )
-                elif address not in failed and address in self._down:
+                    self._down[address] = (why, self.clock())
+                elif why:
+                    self._down[address] = (why, self.clock())
+                elif address in self._down:
+                    del self._down[address]
                     log.info("dns: %s: the task at %s accepts connections again; back in the answer", app, address)
-            self._down = {a: why for a, why in failed.items() if a in self._named}
-
-    def _forget(self, address: str) -> None:
-        del self._named[address], self._app[address]
-        self._down.pop(address, None)
 
     def run(self, interval: float = PROBE_INTERVAL) -> None:
         while True:
@@ -100,21 +113,22 @@ class Reachability:
         return thread
 
 
-def unreachable(addresses: Sequence[str], timeout: float) -> dict[str, str]:
-    """The addresses (ip:port) where a TCP connection did not open within `timeout`, with why; all tried
-    at once, so a dead node costs one timeout, not one per task."""
-    failed: dict[str, str] = {}
+def unreachable(addresses: Sequence[str], timeout: float) -> dict[str, tuple[int, str]]:
+    """The addresses (ip:port) where a TCP connection did not open within `timeout`, with the error number
+    (0 for no answer) and why; all tried at once, so a dead node costs one timeout, not one per task."""
+    failed: dict[str, tuple[int, str]] = {}
     selector = selectors.DefaultSelector()
+    opened: list[socket.socket] = []
     try:
         for address in addresses:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            opened.append(sock)
             sock.setblocking(False)
             code = sock.connect_ex((address_host(address), address_port(address)))
             if code in (0, errno.EINPROGRESS):
                 selector.register(sock, selectors.EVENT_WRITE, address)
             else:
-                failed[address] = os.strerror(code)
-                sock.close()
+                failed[address] = (code, os.strerror(code))
         deadline = time.monotonic() + timeout
         while selector.get_map():
             left = deadline - time.monotonic()
@@ -123,12 +137,12 @@ def unreachable(addresses: Sequence[str], timeout: float) -> dict[str, str]:
             for key, _ in selector.select(left):
                 code = key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if code:
-                    failed[key.data] = os.strerror(code)
+                    failed[key.data] = (code, os.strerror(code))
                 selector.unregister(key.fileobj)
-                key.fileobj.close()
-        for key in list(selector.get_map().values()):
-            failed[key.data] = f"no answer within {timeout * 1000:.0f}ms"
-            key.fileobj.close()
+        for key in selector.get_map().values():
+            failed[key.data] = (0, f"no answer within {timeout * 1000:.0f}ms")
     finally:
         selector.close()
+        for sock in opened:
+            sock.close()
     return failed

@@ -488,6 +488,12 @@ class Swap:
                 else:
                     passed[replica.container_id], last[replica.container_id] = 0, failure
             pending = [r for r in new if passed[r.container_id] < app.health_successes]
+            if not pending:
+                # One stopped since it passed (a crash; Swarm stopping a drained node's task, which answers
+                # through its stop grace) is no pass: gated again, so that it fails or is followed.
+                pending = [r for r in new if not self.runtime.is_running(r.container_id)]
+                for replica in pending:
+                    passed[replica.container_id], last[replica.container_id] = 0, "stopped after it passed"
             self.status(f"{what}: {_gate_progress(passed, app.health_successes)}")
             if not pending:
                 probed_what = probe_url(new[0].address, app) if len(new) == 1 else f"{len(new)} replicas"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import docker.auth
 import docker.errors
 import docker.types
 import requests.exceptions
@@ -31,7 +32,7 @@ import requests.exceptions
 from .config import AppConfig
 from .errors import PermanentError, TemporaryError, ZddError
 from .reference import ImageRef
-from .registry_auth import Credentials, login_for, refused, registry_of
+from .registry_auth import Credentials, login_for, refused
 from .swap import Container
 
 log = logging.getLogger("zdd.swarm")
@@ -171,10 +172,11 @@ class SwarmRuntime:
         when the file no longer has one."""
         login = login_for(self.registry_auth, image, f"{image} on the Swarm")
         logins = self.api._auth_configs
+        registry = docker.auth.resolve_repository_name(image)[0]  # the key docker-py looks the login up by
         if login:
-            logins.add_auth(login.registry, login.for_docker())
+            logins.add_auth(registry, login.for_docker())
         else:
-            logins.get("auths", {}).pop(registry_of(image), None)
+            logins.get("auths", {}).pop(registry, None)
         return login
 
     def keep_running(self, container_id: str) -> None:

@@ -150,7 +150,7 @@ def set_availability(node, availability: str) -> None:
 def test_the_live_version_follows_a_task_swarm_moved_off_a_killed_node(cluster, tmp_path):
     """Between deploys: a worker with a live task dies; zdd dns stops naming it within a second, Swarm runs
     the task again on the third node, and Swap.follow gates it there and routes it (the agent's reconcile
-    calls it), so the app is back to its two tasks."""
+    is to call it), so the app is back to its two tasks."""
     caddy = CADDY_BINARIES["caddy2.6"]  # Debian's, and the stricter one: it cannot send a POST twice
     repository = cluster.images["v1"].rpartition(":")[0]
     with zdd_on_swarm(cluster, tmp_path, caddy, repository, start_timeout="60s", stop_timeout="5s") as stack:
@@ -182,6 +182,8 @@ def test_the_live_version_follows_a_task_swarm_moved_off_a_killed_node(cluster, 
                 followed.addresses
             )
             assert load.bodies_after(routed) == {"v1"}
+            lost = next(a for a in v1.addresses if a.startswith(f"{victim.address}:"))
+            assert f"the task at {lost} did not accept a connection" in stack.dns.log
         finally:
             cluster.start_node(victim)
             wait_for_nodes(cluster.manager.client(), len(cluster.nodes))

@@ -19,7 +19,9 @@ LOGIN = ("deployer", "pull-secret-1")
 def private(cluster, tmp_path_factory):
     registry = Registry(tmp_path_factory.mktemp("private-registry"), login=LOGIN)
     try:
-        yield registry.push(cluster.host, images.build(cluster.host, "v1", "graceful")).rpartition(":")[0]
+        # An image of its own (a repository no other test uses): no node can have it before this module.
+        image = images.build(cluster.host, "v1", "graceful", repository="zdd-it/private")
+        yield registry.push(cluster.host, image).rpartition(":")[0]
     finally:
         registry.stop()
 

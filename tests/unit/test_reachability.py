@@ -1,10 +1,12 @@
 """agent/reachability.py over real loopback sockets: which routed tasks zdd dns names in an SRV answer."""
 
+import errno
 import logging
 import socket
 
 import pytest
 
+from zdd import reachability
 from zdd.reachability import FORGET_AFTER, Reachability, unreachable
 from zdd.routes import RouteTable, node_name
 
@@ -30,10 +32,22 @@ class Clock:
         return self.now
 
 
-def test_unreachable_names_the_addresses_that_refuse_with_why(listening):
+def test_unreachable_names_the_addresses_that_refuse_or_do_not_answer_with_why(listening):
     up, refused = listening
-    assert unreachable([up, refused], timeout=0.5) == {refused: "Connection refused"}
+    assert unreachable([up, refused], timeout=0.5) == {refused: (errno.ECONNREFUSED, "Connection refused")}
     assert unreachable([], timeout=0.5) == {}
+    # A listener whose accept queue is full drops the next SYN: that connection never opens.
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    queued = [socket.create_connection(full.getsockname(), timeout=1)]
+    try:
+        silent = f"127.0.0.1:{full.getsockname()[1]}"
+        assert unreachable([up, silent], timeout=0.3) == {silent: (0, "no answer within 300ms")}
+    finally:
+        for sock in queued:
+            sock.close()
+        full.close()
 
 
 def test_a_task_that_refuses_is_left_out_until_it_accepts_again(listening, caplog):
@@ -81,16 +95,57 @@ def test_a_task_that_accepts_again_is_named_again(listening, caplog):
         server.close()
 
 
-def test_addresses_no_answer_named_for_a_while_are_no_longer_probed(listening):
-    up, refused = listening
+@pytest.fixture
+def probed(monkeypatch):
+    """What each probe tried, and what it found: refused for the addresses in `refusing`."""
+    record = {"rounds": [], "refusing": set(), "blocked": set()}
+
+    def fake(addresses, timeout):
+        record["rounds"].append(sorted(addresses))
+        found = {a: (errno.ECONNREFUSED, "Connection refused") for a in addresses if a in record["refusing"]}
+        found |= {a: (errno.EPERM, "Operation not permitted") for a in addresses if a in record["blocked"]}
+        return found
+
+    monkeypatch.setattr(reachability, "unreachable", fake)
+    return record
+
+
+def test_a_quiet_app_is_no_longer_probed_but_a_dead_task_stays_out_when_it_is_asked_again(probed):
     clock = Clock()
     reachable = Reachability(clock)
-    reachable("web", [up, refused])
+    probed["refusing"] = {"10.0.0.2:80"}
+    reachable("web", ["10.0.0.1:80", "10.0.0.2:80"])
     reachable.probe()
-    clock.now += FORGET_AFTER + 1
+    clock.now += FORGET_AFTER + 1  # no request, so no lookup, for a while
     reachable.probe()
-    assert reachable._named == {} and reachable._down == {}
-    assert reachable("web", [up, refused]) == [up, refused]  # unknown again until probed
+    assert probed["rounds"] == [["10.0.0.1:80", "10.0.0.2:80"], []]
+    assert reachable("web", ["10.0.0.1:80", "10.0.0.2:80"]) == ["10.0.0.1:80"]  # still known dead
+    probed["refusing"] = set()
+    reachable.probe()
+    assert reachable("web", ["10.0.0.1:80", "10.0.0.2:80"]) == ["10.0.0.1:80", "10.0.0.2:80"]
+
+
+def test_only_the_tasks_of_each_apps_last_answer_are_probed(probed):
+    reachable = Reachability(Clock())
+    reachable("web", ["10.0.0.1:80", "10.0.0.2:80"])
+    reachable("web", ["10.0.0.3:80"])  # the app switched to another set
+    reachable("api", ["10.0.0.9:81"])
+    reachable.probe()
+    assert probed["rounds"] == [["10.0.0.3:80", "10.0.0.9:81"]]
+
+
+def test_a_task_this_hosts_rules_forbid_probing_is_named_and_told_once(probed, caplog):
+    reachable = Reachability(Clock())
+    probed["blocked"] = {"203.0.113.5:80"}
+    with caplog.at_level(logging.INFO, logger="zdd.dns"):
+        reachable("web", ["10.0.0.1:80", "203.0.113.5:80"])
+        reachable.probe()
+        reachable.probe()
+    assert reachable("web", ["10.0.0.1:80", "203.0.113.5:80"]) == ["10.0.0.1:80", "203.0.113.5:80"]
+    assert caplog.messages == [
+        "dns: web: cannot probe the task at 203.0.113.5:80 (Operation not permitted): zdd-dns.service's "
+        "IPAddressAllow does not include it; named as routed"
+    ]
 
 
 def test_the_srv_answer_names_only_the_tasks_reachability_keeps():
@@ -98,14 +153,3 @@ def test_the_srv_answer_names_only_the_tasks_reachability_keeps():
     kept = table.lookup_srv("web.srv.ab12cd34.zdd.internal.", lambda app, addresses: addresses[1:])
     assert kept == [(node_name("10.216.0.12", "ab12cd34"), 18301)]
     assert len(table.lookup_srv("web.srv.ab12cd34.zdd.internal.")) == 2  # by default, every one
-
-
-def test_a_task_the_apps_next_answer_no_longer_names_is_no_longer_probed(listening):
-    up, refused = listening
-    reachable = Reachability(Clock())
-    reachable("web", [up, refused])
-    reachable.probe()
-    reachable("web", [up])  # the app switched to another set: the refused one is none of zdd dns's concern
-    assert reachable._named.keys() == {up} and reachable._down == {}
-    reachable("api", [refused])  # another app's answer leaves web's alone
-    assert reachable._named.keys() == {up, refused}

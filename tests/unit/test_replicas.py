@@ -236,3 +236,11 @@ def test_follow_routes_nothing_new_when_the_moved_replica_fails_its_gate(world):
     with pytest.raises(PermanentError, match=r"web: v1: moved: health check http://10.0.0.7:8080/up did not pass"):
         world["swap"].follow(TWO, V1_TWO)
     assert world["router"].routes == []
+
+
+def test_a_replica_that_stopped_after_it_passed_does_not_go_live(world):  # noqa: F811
+    # It answered its probes, then its engine no longer runs it (a crash; a drained node's task in its grace).
+    world["runtime"].dead.add("c3")
+    with pytest.raises(PermanentError, match=r"http://10.0.0.3:8080/up did not pass 2 times .*last: stopped after it"):
+        world["swap"].deploy(TWO, ref("v2"), V1_TWO, "d1")
+    assert world["router"].routes == [] and world["runtime"].removed == ["c2", "c3"]
