@@ -85,6 +85,7 @@ Reachable = Callable[[str, list[str]], list[str]]
 
 
 def every_address(app: str, addresses: list[str]) -> list[str]:
+    """The default Reachable: no task left out."""
     return addresses
 
 

@@ -96,6 +96,16 @@ def _unavailable(err: Exception) -> TemporaryError:
     return TemporaryError(f"Docker engine unavailable: {getattr(err, 'explanation', None) or err}")
 
 
+def _found(inspect: Callable[[str], dict], key: str) -> dict | None:
+    """What the engine says of one object; None when it has no such object."""
+    try:
+        return inspect(key)
+    except docker.errors.NotFound:
+        return None
+    except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+        raise _unavailable(err) from err
+
+
 def _temporary(err: docker.errors.APIError) -> bool:
     """The engine's own trouble (5xx: no leader, an update out of sequence), not the request's: retried."""
     return err.status_code is None or err.status_code >= 500
@@ -188,7 +198,7 @@ class SwarmRuntime:
         task = self._task(container_id)
         if task is None or not moved(task):
             return None
-        service = self._service(task["ServiceID"])
+        service = self._inspect(task["ServiceID"])
         if service is None:
             return None
         name = service["Spec"]["Name"]
@@ -226,14 +236,14 @@ class SwarmRuntime:
         for service in services:
             self._scale_service(service, 0)
         deadline = time.monotonic() + timeout + STOP_MARGIN
-        while not all(self._ended(task_id) for task_id in container_ids) and time.monotonic() < deadline:
+        while not self._all_ended(container_ids) and time.monotonic() < deadline:
             self.tick()
             time.sleep(POLL)
 
-    def _ended(self, task_id: str) -> bool:
-        """Has the task's container stopped (its desired state changes at once, its state only then)?"""
-        task = self._task(task_id)
-        return task is None or has_ended(task, self._nodes())
+    def _all_ended(self, task_ids: Sequence[str]) -> bool:
+        """Have the tasks' containers stopped (a desired state changes at once, the state only then)?"""
+        nodes = self._nodes()
+        return all((task := self._task(task_id)) is None or has_ended(task, nodes) for task_id in task_ids)
 
     def _nodes(self) -> dict[str, Mapping]:
         try:
@@ -241,17 +251,9 @@ class SwarmRuntime:
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
 
-    def _service(self, service_id: str) -> dict | None:
-        try:
-            return self.api.inspect_service(service_id)
-        except docker.errors.NotFound:
-            return None
-        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
-            raise _unavailable(err) from err
-
     def _wants_slot(self, task: Mapping) -> bool:
         """Is the task's slot still wanted (its service not scaled below it)?"""
-        service = self._service(task["ServiceID"])
+        service = self._inspect(task["ServiceID"])
         replicas = (service or {}).get("Spec", {}).get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
         return task.get("Slot", 0) <= replicas
 
@@ -354,7 +356,7 @@ class SwarmRuntime:
             task = self._task(task_id)
             if task is None:
                 continue
-            service = self._service(task["ServiceID"])
+            service = self._inspect(task["ServiceID"])
             if service is None:
                 continue
             name = service["Spec"]["Name"]
@@ -363,12 +365,7 @@ class SwarmRuntime:
         return services
 
     def _task(self, task_id: str) -> dict | None:
-        try:
-            return self.api.inspect_task(task_id)
-        except docker.errors.NotFound:
-            return None
-        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
-            raise _unavailable(err) from err
+        return _found(self.api.inspect_task, task_id)
 
     def _node_name(self, node_id: str) -> str:
         try:
@@ -454,10 +451,7 @@ class SwarmRuntime:
         found = {}
         for colour in COLOURS:
             name = service_name(app, colour)
-            try:
-                current = self._inspect(name)
-            except requests.exceptions.RequestException as err:
-                raise _unavailable(err) from err
+            current = self._inspect(name)
             if current is None:
                 continue
             spec = current["Spec"]
@@ -502,13 +496,9 @@ class SwarmRuntime:
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
 
-    def _inspect(self, name: str) -> dict | None:
-        try:
-            return self.api.inspect_service(name)
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.APIError as err:
-            raise _unavailable(err) from err
+    def _inspect(self, service: str) -> dict | None:
+        """A service, by name or id."""
+        return _found(self.api.inspect_service, service)
 
 
 def swarm_port(app: AppConfig, colour: str) -> int:
