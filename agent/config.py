@@ -16,6 +16,15 @@ from .units import parse_duration, parse_size
 DEFAULT_CONFIG = Path("/etc/zdd/zdd.toml")
 DEFAULT_REGISTRY_AUTH = Path("/etc/zdd/registry-auth.json")
 PULL_POLICIES = ("missing", "always", "never")
+ENGINES = ("local", "swarm")
+# Settings a Swarm app cannot have yet, each with why (docs/swarm.md): refused, never silently ignored.
+NOT_ON_SWARM = {
+    "release_command": "a one-off task on the Swarm is not built yet",
+    "volumes": "a host path differs from node to node",
+    "networks": "a Swarm service joins attachable overlay networks only, which zdd does not check yet",
+    "env_file": "the file is on this host, not on the nodes; use env",
+    "pids_limit": "zdd does not pass it to Swarm services yet",
+}
 MAX_REPLICAS = 16  # 16 A records fit in a 512-byte UDP reply; 16 SRV records in the 1232 bytes Go reads
 
 
@@ -71,8 +80,8 @@ class AppConfig:
     # Containers per version: Caddy spreads requests over them; a deploy gates all new ones before the
     # switch and drains all old ones after it.
     replicas: int = 1
-    # "swarm": the app runs as two Swarm services used in turn, on ports that differ, so Caddy finds its
-    # tasks by SRV (docs/swarm.md; issue 15, not yet a setting: the Swarm deploy is being built).
+    # "swarm": the app runs as two Swarm services used in turn (blue/green) on the Swarm docker_host
+    # manages, each publishing its own port on every node, so Caddy finds its tasks by SRV (docs/swarm.md).
     engine: str = "local"
     swarm_ports: tuple[int, ...] = (18301, 18302)  # published on every node: blue's, green's
 
@@ -204,6 +213,20 @@ def _replicas(value: int) -> int:
     if not 1 <= value <= MAX_REPLICAS:
         raise ValueError(f"must be 1 to {MAX_REPLICAS} (containers of each version on this host)")
     return value
+
+
+def _engine(value: str) -> str:
+    if value not in ENGINES:
+        raise ValueError(f"must be one of {', '.join(ENGINES)}, got {value!r}")
+    return value
+
+
+def _swarm_ports(value: list) -> tuple[int, ...]:
+    if len(value) != 2 or not all(isinstance(p, int) and not isinstance(p, bool) for p in value):
+        raise ValueError("expected two port numbers, [blue's, green's]")
+    if value[0] == value[1]:
+        raise ValueError(f"the two ports must differ (both colours run at once during a deploy), got {value[0]} twice")
+    return tuple(_port(p) for p in value)
 
 
 def _positive(value: int) -> int:
@@ -411,8 +434,18 @@ def _app(name: str, table: Mapping[str, Any], problems: list[str]) -> AppConfig 
         cpus=r.get("cpus", object, None, _cpus),
         pids_limit=r.get("pids_limit", int, None, _positive),
         replicas=r.get("replicas", int, d.replicas, _replicas),
+        engine=r.get("engine", str, d.engine, _engine),
+        swarm_ports=r.get("swarm_ports", list, d.swarm_ports, _swarm_ports),
     )
     r.unknown()
+    if app.engine == "swarm":
+        problems.extend(
+            f'{prefix}{key}: not supported with engine = "swarm" ({why})'
+            for key, why in NOT_ON_SWARM.items()
+            if key in table
+        )
+    elif "swarm_ports" in table:
+        problems.append(f'{prefix}swarm_ports: only for engine = "swarm"')
     if app.health_interval <= 0 and "health_interval" in table:
         problems.append(f"{prefix}health_interval: must be more than 0")
     if any(key.startswith("zdd.") for key in app.labels):
@@ -465,6 +498,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
             problems.append(f"apps.{name}.networks: {network!r} is zdd's own network; every container joins it")
         elif app:
             apps[name] = app
+    problems.extend(_shared_swarm_ports(apps))
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -479,6 +513,18 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         apps=apps,
         source=source,
     )
+
+
+def _shared_swarm_ports(apps: Mapping[str, AppConfig]) -> list[str]:
+    """Every node publishes each Swarm app's two ports: two apps on one port would refuse each other's tasks."""
+    owner: dict[int, str] = {}
+    problems = []
+    for name, app in apps.items():
+        for port in app.swarm_ports if app.engine == "swarm" else ():
+            if port in owner:
+                problems.append(f"apps.{name}.swarm_ports: port {port} is also apps.{owner[port]}.swarm_ports")
+            owner.setdefault(port, name)
+    return problems
 
 
 def config_path(explicit: str | None = None) -> Path:

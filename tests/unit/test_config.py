@@ -29,6 +29,13 @@ def with_app(**keys) -> dict:
     return data
 
 
+def test_an_app_on_a_swarm():
+    app = parse_config(with_app(engine="swarm", swarm_ports=[8001, 8002], replicas=3)).apps["web"]
+    assert (app.engine, app.swarm_ports, app.replicas) == ("swarm", (8001, 8002), 3)
+    assert parse_config(with_app(engine="swarm")).apps["web"].swarm_ports == (18301, 18302)
+    assert parse_config(with_app()).apps["web"].engine == "local"
+
+
 def test_minimal_config_from_the_readme():
     config = parse_config(tomllib.loads(MINIMAL))
     app = config.apps["web"]
@@ -118,6 +125,19 @@ def test_durations_and_optional_keys():
         ({"release_command": "  "}, "apps.web.release_command: expected a command"),
         ({"release_command": ["a", 1]}, "apps.web.release_command: expected a command"),
         ({"release_timeout": "forever"}, "apps.web.release_timeout: expected a duration like"),
+        ({"engine": "k8s"}, "apps.web.engine: must be one of local, swarm, got 'k8s'"),
+        ({"engine": "swarm", "swarm_ports": [8001]}, "apps.web.swarm_ports: expected two port numbers"),
+        ({"engine": "swarm", "swarm_ports": [8001, "8002"]}, "apps.web.swarm_ports: expected two port numbers"),
+        ({"engine": "swarm", "swarm_ports": [8001, 8001]}, "apps.web.swarm_ports: the two ports must differ"),
+        ({"engine": "swarm", "swarm_ports": [8001, 0]}, "apps.web.swarm_ports: port 0 is out of range"),
+        ({"swarm_ports": [8001, 8002]}, 'apps.web.swarm_ports: only for engine = "swarm"'),
+        (
+            {"engine": "swarm", "release_command": ["rake"]},
+            'apps.web.release_command: not supported with engine = "swarm"',
+        ),
+        ({"engine": "swarm", "volumes": ["/srv:/srv"]}, "apps.web.volumes: not supported with engine"),
+        ({"engine": "swarm", "networks": ["db"]}, "apps.web.networks: not supported with engine"),
+        ({"engine": "swarm", "env_file": "/etc/web.env"}, "apps.web.env_file: not supported with engine"),
     ],
 )
 def test_app_problems_name_their_key(keys, problem):
@@ -207,6 +227,13 @@ def test_which_answers_are_healthy(statuses, status, healthy):
         (lambda d: d.update(notify={"webhook_attempts": 0}), "notify.webhook_attempts: must be at least 1"),
         (lambda d: d.update(metrics_textfile="/var/lib/node-exporter/zdd.txt"), "only files named *.prom"),
         (lambda d: d.update(registry_auth="auth.json"), "registry_auth: 'auth.json' must be an absolute path"),
+        (
+            lambda d: d["apps"].update(
+                web={**d["apps"]["web"], "engine": "swarm", "swarm_ports": [8001, 8002]},
+                api={"image": "x", "port": 1, "engine": "swarm", "swarm_ports": [8002, 8003]},
+            ),
+            "apps.api.swarm_ports: port 8002 is also apps.web.swarm_ports",
+        ),
     ],
 )
 def test_config_problems(change, problem):
