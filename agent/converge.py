@@ -15,7 +15,7 @@ from .config import AppConfig
 from .docker_runtime import DockerRuntime
 from .errors import PermanentError, TemporaryError
 from .ledger import TERMINAL, Ledger, Result
-from .reconcile import ROLLING_BACK, Found, Interrupted, plan_app
+from .reconcile import ROLLING_BACK, Found, Interrupted, Plan, plan_app
 from .state import Running, State
 from .swap import Swap
 
@@ -56,8 +56,20 @@ class Converger:
         if self.watching(app.name):
             return ""
         app_state = self.state.app(app.name)
+        runtime = self.swap.runtime_for(app)
+        if app_state.current and not app_state.phase:
+            # A replica its engine ran elsewhere (Swarm, off a failed or drained node) is gated there first.
+            try:
+                followed = self.swap.follow(app, app_state.current)
+            except PermanentError as err:  # the route keeps what it has; the next round tries again
+                log.error("%s; will retry", err)
+                return ""
+            if followed != app_state.current:
+                app_state.current = followed
+                self.save()
         routed = {address for addresses in self.router.routed(app.name) for address in addresses}
-        plan = plan_app(app.name, app_state, self.runtime.containers(app), routed, self.clock())
+        found = runtime.containers(app)
+        plan = plan_app(app.name, app_state, found, routed, self.clock())
         for note in plan.notes:
             log.warning("%s", note)
         deploy_id = app_state.phase_data.get("deploy", "")
@@ -73,7 +85,7 @@ class Converger:
                 )
                 if until is not None and self.on_probation:
                     # Live, with probation left: the state keeps saying "probation" until the watch ends it.
-                    self._remove(app, plan.remove)
+                    self._remove(app, plan.remove, kept_groups(found, plan))
                     self.on_probation(app, deploy_id, plan.current, plan.drain_and_stop, until)
                     return ""
                 if until is not None:  # a converger built without a watcher (unit tests) ends it now: the old one goes
@@ -88,7 +100,7 @@ class Converger:
         else:
             # Route first, remove after: never remove a container zdd dns may still answer.
             self.router.ensure_route(app, [plan.routable(plan.current).addresses] if plan.current else [])
-        self._remove(app, plan.remove)
+        self._remove(app, plan.remove, kept_groups(found, plan))
         previous = app_state.current
         if plan.interrupted == Interrupted.AFTER_SWITCH and previous and previous != plan.current:
             app_state.previous_tag, app_state.previous_reference = previous.tag, previous.reference
@@ -102,20 +114,34 @@ class Converger:
         failed = [e for e in settled if e.result == Result.FAILED]
         return f"{app.name}: {failed[-1].tag}: {failed[-1].reason}" if failed else ""
 
-    def _remove(self, app: AppConfig, containers: list[Found]) -> None:
+    def _remove(self, app: AppConfig, containers: list[Found], kept: set[str]) -> None:
+        removed: set[str] = set()
         for found in containers:
-            self.runtime.remove(found.id)
-            log.info("%s: removed container %s (not live)", app.name, found.name)
+            if found.group and found.group in kept | removed:
+                continue  # a task of a Swarm colour that serves: removing it would scale the colour to 0
+            self.swap.runtime_for(app).remove(found.id)
+            if found.group:
+                removed.add(found.group)
+                log.info("%s: scaled %s to 0 tasks (not live; kept for going back)", app.name, found.group)
+            else:
+                log.info("%s: removed container %s (not live)", app.name, found.name)
 
     def _remove_ended_releases(self, app: AppConfig) -> None:
         """A release container stays while its deploy may still be retried (it tells the retry that the
         command ran); once that deploy has ended, it goes."""
         pending = {e.deploy_id for e in self.state.history if e.app == app.name and e.result not in TERMINAL}
-        for container_id, name, deploy in self.runtime.release_containers(app):
+        runtime = self.swap.runtime_for(app)
+        for container_id, name, deploy in runtime.release_containers(app):
             if deploy in pending:
                 continue
-            if self.runtime.exit_code(container_id) is None:  # never kill a migration half-way
+            if runtime.exit_code(container_id) is None:  # never kill a migration half-way
                 log.warning("%s: the release command of ended deploy %s still runs in %s", app.name, deploy, name)
                 continue
-            self.runtime.remove(container_id)
+            runtime.remove(container_id)
             log.info("%s: removed release container %s (deploy %s has ended)", app.name, name, deploy)
+
+
+def kept_groups(found: list[Found], plan: Plan) -> set[str]:
+    """The Swarm colours the plan keeps: those with a task in its live or draining version."""
+    kept = {r.container_id for running in (plan.current, plan.drain_and_stop) if running for r in running.replicas}
+    return {c.group for c in found if c.group and c.id in kept}

@@ -9,7 +9,6 @@ import os
 import pwd
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -23,6 +22,7 @@ from .reconcile import Found
 from .reference import ImageRef
 from .registry_auth import Credentials, login_for, refused
 from .swap import Container
+from .units import rfc3339_epoch
 
 log = logging.getLogger("zdd.docker")
 
@@ -469,17 +469,9 @@ def _found(container: "docker.models.containers.Container", app: AppConfig, defa
         reference=labels.get(LABEL_REFERENCE, ""),
         image_id=container.attrs.get("Image", ""),
         deploy=labels.get(LABEL_DEPLOY, ""),
-        since=_epoch(state.get("StartedAt", "")),
+        since=rfc3339_epoch(state.get("StartedAt", "")),
         instance=labels.get(LABEL_INSTANCE, ""),
     )
-
-
-def _epoch(timestamp: str) -> float:
-    """Docker's RFC 3339 time with nanoseconds ("2026-11-29T00:17:34.123456789Z") as epoch seconds."""
-    try:
-        return datetime.fromisoformat(timestamp[:26].rstrip("Z") + "+00:00").timestamp()
-    except ValueError:
-        return 0.0
 
 
 def _pull_error(ref: ImageRef, message: str) -> Exception:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .config import AppConfig
-from .errors import TemporaryError, ZddError
+from .errors import PermanentError, TemporaryError, ZddError
 from .logcontext import deploy_context
 from .state import Replica, Running
 from .swap import Swap, probe_url
@@ -148,11 +148,19 @@ class Probations:
         if now >= watch.deadline:
             return "passed"
         swap.status(f"{watch.what}: probation, {math.ceil(watch.deadline - now)}s left ({watch.old.tag} kept ready)")
-        # Any container of the new version failing fails the version: the old ones take the traffic back.
-        reason = next(filter(None, (self._look(watch, replica) for replica in watch.new.replicas)), "")
+        reason = ""
+        try:  # a replica its engine moved (Swarm, off a failed node) is gated and routed where it runs now
+            watch.new = swap.follow(app, watch.new)
+        except PermanentError as err:
+            reason = str(err)
+        except TemporaryError as err:  # the engine cannot say where it runs: the looks below still can
+            log.warning("%s: probation: cannot follow its replicas (%s)", watch.what, err)
+        if not reason:
+            # Any container of the new version failing fails the version: the old ones take the traffic back.
+            reason = next(filter(None, (self._look(watch, replica) for replica in watch.new.replicas)), "")
         if not reason:
             return ""
-        if swap.old_is_gone(watch.new, watch.old, watch.what, reason):
+        if swap.old_is_gone(app, watch.new, watch.old, watch.what, reason):
             return "kept"
         watch.failure = (reason, f"{now - watch.started:.1f}s into its probation of {human_duration(app.probation)}")
         return "failed"
@@ -161,7 +169,7 @@ class Probations:
         """Why one container of the new version fails ("" while it serves)."""
         swap, app = self.swap(), watch.app
         try:
-            exited = swap.runtime.exit_reason(replica.container_id)
+            exited = swap.runtime_for(app).exit_reason(replica.container_id)
         except TemporaryError as err:
             # Docker cannot say; the health check below still can.
             log.warning("%s: probation: cannot inspect %s (%s)", watch.what, replica.container_name, err)

@@ -38,6 +38,9 @@ class Found:
     deploy: str = ""  # the deploy that started it (label zdd.deploy): orders containers by age
     since: float = 0.0  # when it started (epoch seconds)
     instance: str = ""  # the agent that started it (label zdd.instance)
+    # What removing it removes with it: a Swarm task's colour (its service, scaled to 0 as a whole);
+    # "" for a container, removed alone.
+    group: str = ""
 
 
 @dataclass
@@ -71,6 +74,24 @@ def _running_from_phase(data: dict[str, str], since: float) -> Running:
     )
 
 
+def same_slots(running: Running | None, containers: list[Found]) -> Running | None:
+    """`running` on the tasks its Swarm slots hold now: Swarm runs a task again (its node failed, or its app
+    exited) as a new task, with a new id, in the same slot, which has the same name (`zdd-web-blue.2`).
+    A container of the local engine (no group) keeps its id."""
+    slots = {c.name: c for c in containers if c.group}
+    if running is None or not slots:
+        return running
+    ids = {c.id for c in containers}
+    return running.with_replicas(
+        [
+            replace(r, container_id=slots[r.container_name].id)
+            if r.container_id not in ids and r.container_name in slots
+            else r
+            for r in running.replicas
+        ]
+    )
+
+
 def _running_from_found(found: Found, containers: list[Found]) -> Running:
     """The version `found` runs, on it and on the other running containers its deploy started (replicas),
     in the order they were started (by name: zdd-web-d2, zdd-web-d2-2, ...)."""
@@ -98,11 +119,13 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
     by_id = {c.id: c for c in containers}
     notes: list[str] = []
     # The recorded version on those of its containers that still exist, at the addresses Docker reports now.
-    current = _present(app, state.current, by_id, notes) if state.current else None
+    recorded = same_slots(state.current, containers)
+    current = _present(app, recorded, by_id, notes) if recorded else None
 
     down = {c.id for c in containers if not c.running}
     new_id = state.phase_data.get("container", "")
-    journalled = _running_from_phase(state.phase_data, now) if new_id else None
+    journalled = same_slots(_running_from_phase(state.phase_data, now), containers) if new_id else None
+    new_id = journalled.container_id if journalled else new_id
     # The new version is up when any of its containers runs (with replicas, the first may be restarting).
     replicas = journalled.replicas if journalled else []
     up = [by_id[r.container_id] for r in replicas if r.container_id in by_id and r.container_id not in down]

@@ -11,7 +11,7 @@ the small Protocols below, so the order of steps and every failure path can be t
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -113,13 +113,20 @@ class Swap:
         status: Callable[[str], None] = lambda text: None,
         tick: Callable[[], None] = lambda: None,
         stopping: Callable[[], bool] = lambda: False,
+        engines: Mapping[str, Runtime] | None = None,
     ):
         self.runtime, self.router, self.prober, self.clock = runtime, router, prober, clock
+        # The runtime of each app's engine other than the local one ("swarm": SwarmRuntime, docs/swarm.md).
+        self.engines = dict(engines or {})
         self.journal, self.status = journal, status
         # Called on every poll while a deploy makes progress: the agent pings systemd's watchdog there.
         self.tick = tick
         # True once the agent was asked to stop: a probation then ends early rather than hold up the stop.
         self.stopping = stopping
+
+    def runtime_for(self, app: AppConfig) -> Runtime:
+        """The runtime that runs `app`: its engine's, the local Docker engine's by default."""
+        return self.engines.get(app.engine, self.runtime)
 
     def deploy(self, app: AppConfig, ref: ImageRef, current: Running | None, deploy_id: str) -> Outcome:
         old_tag = current.tag if current else "(none)"
@@ -133,7 +140,7 @@ class Swap:
         self.journal.keep_output(app.name, "")  # the last failure's output is kept until the next deploy
         self.journal.enter(app.name, "pulling", deploy=deploy_id, reference=str(ref))
         self._pull(app, ref, what)
-        image_id = self.runtime.image_id(ref)
+        image_id = self.runtime_for(app).image_id(ref)
         if current and current.image_id == image_id and not resized:
             log.info("%s: %s is the image already live (%s); nothing to do", app.name, ref.version, image_id[:19])
             self.journal.enter(app.name, "")
@@ -159,7 +166,7 @@ class Swap:
         try:
             # All replicas start before any is probed: they boot side by side, so N take about as long as one.
             for number in range(1, app.replicas + 1):
-                container = self.runtime.start(app, image_id, ref, deploy_id, number)
+                container = self.runtime_for(app).start(app, image_id, ref, deploy_id, number)
                 started.append(Replica(container.id, container.name, container.address))
                 log.info("%s: started %s at %s (image %s)", what, container.name, container.address, image_id[:19])
             first, *more = started
@@ -176,7 +183,7 @@ class Swap:
             self.journal.enter(app.name, "started", deploy=deploy_id, **phase_data(new, current))
             new = new.with_replicas(self._health_gate(app, started, what))  # as it passed, wherever it runs
             for replica in new.replicas:
-                self.runtime.keep_running(replica.container_id)
+                self.runtime_for(app).keep_running(replica.container_id)
             self.journal.enter(app.name, "switching", deploy=deploy_id, **phase_data(new, current))
             self._switch(app, new, current, what)
         except BaseException:
@@ -229,17 +236,17 @@ class Swap:
         self.journal.enter(app.name, "stopping", deploy=deploy_id, **phase_data(new, old))
         self.status(f"{what}: stopping {old.tag}")
         started = self.clock.monotonic()
-        self.runtime.stop_all([r.container_id for r in old.replicas], app.stop_timeout)
+        self.runtime_for(app).stop_all([r.container_id for r in old.replicas], app.stop_timeout)
         took = self.clock.monotonic() - started
         for replica in old.replicas:
             self._report_stop(app, old.tag, replica, took, what)
-            self.runtime.remove(replica.container_id)
+            self.runtime_for(app).remove(replica.container_id)
             log.info("%s: removed %s", what, replica.container_name)
 
     def _report_stop(self, app: AppConfig, tag: str, old: Replica, took: float, what: str) -> None:
         """How the old version ended: by its SIGTERM, or killed at stop_timeout (a slow deploy's cause)."""
         try:
-            code = self.runtime.exit_code(old.container_id)
+            code = self.runtime_for(app).exit_code(old.container_id)
         except ZddError:
             code = None  # only a log line: the stop itself succeeded
         stopping = f"{what}: stopping {tag} ({old.container_name})"
@@ -262,7 +269,7 @@ class Swap:
         version to record, the same one when nothing moved; raises PermanentError if a moved one fails its
         gate (the route keeps the others, and the next call tries again)."""
         replicas = live.replicas
-        moved = {r.container_id: self.runtime.replacement(r.container_id) for r in replicas}
+        moved = {r.container_id: self.runtime_for(app).replacement(r.container_id) for r in replicas}
         if not any(moved.values()):
             return live
         what = f"{app.name}: {live.tag}"
@@ -281,11 +288,11 @@ class Swap:
             )
         return followed
 
-    def old_is_gone(self, new: Running, old: Running, what: str, reason: str) -> bool:
+    def old_is_gone(self, app: AppConfig, new: Running, old: Running, what: str, reason: str) -> bool:
         """Going back needs an old container running; if none is, the new one stays (Docker's restart
         policy is all that is left to it) and the probation ends."""
         try:
-            if any(self.runtime.is_running(r.container_id) for r in old.replicas):
+            if any(self.runtime_for(app).is_running(r.container_id) for r in old.replicas):
                 return False
         except TemporaryError:
             return False  # cannot tell: going back is still the better bet
@@ -301,7 +308,7 @@ class Swap:
         log.error("%s: %s: %s; routing back to %s", what, after, reason, old.tag)
         self.journal.enter(app.name, ROLLING_BACK, deploy=deploy_id, **phase_data(new, old))
         try:
-            self.router.route(app, [self._routable(old)])
+            self.router.route(app, [self._routable(app, old)])
         except ZddError as err:
             log.warning("%s: the route back to %s is not confirmed yet (%s)", what, old.tag, err)
 
@@ -324,7 +331,7 @@ class Swap:
         # Journalled first: an agent that dies from here on finishes going back when it restarts.
         self.journal.enter(app.name, ROLLING_BACK, deploy=deploy_id, **phase_data(new, old))
         try:
-            self.router.route(app, [self._routable(old)])
+            self.router.route(app, [self._routable(app, old)])
         except ZddError as err:
             # Never remove a container zdd dns may still answer: the converger goes back once it can.
             raise TemporaryError(
@@ -332,20 +339,20 @@ class Swap:
                 f"{_each(new, 'keeps', 'keep')} running until it is"
             ) from err
         self._wait(self.router.switch_delay)  # requests sent meanwhile may still reach the new one
-        self.runtime.stop_all([r.container_id for r in new.replicas], app.stop_timeout)
+        self.runtime_for(app).stop_all([r.container_id for r in new.replicas], app.stop_timeout)
         self._keep_output(app, new.replicas, f"{what}: {reason}")
         for replica in new.replicas:
-            self.runtime.remove(replica.container_id)
+            self.runtime_for(app).remove(replica.container_id)
         raise PermanentError(
             f"{what}: failed {after}: {reason}; traffic is back on {old.tag} and {_each(new, 'is', 'are')} removed"
         )
 
     def _pull(self, app: AppConfig, ref: ImageRef, what: str) -> None:
-        if app.pull == "never" or (app.pull == "missing" and self.runtime.has_image(ref)):
-            if not self.runtime.has_image(ref):
+        if app.pull == "never" or (app.pull == "missing" and self.runtime_for(app).has_image(ref)):
+            if not self.runtime_for(app).has_image(ref):
                 raise PermanentError(f'{what}: image {ref} is not on this host and pull = "never"')
             return
-        free = self.runtime.free_bytes()
+        free = self.runtime_for(app).free_bytes()
         if free is not None and free < app.min_free_space:
             raise PermanentError(
                 f"{what}: refusing to pull {ref}: {format_size(free)} free where Docker keeps images, "
@@ -361,7 +368,7 @@ class Swap:
                 pulled[0] = total
                 self.status(f"{what}: pulling {ref}: {format_size(done)} of {format_size(total)}")
 
-        self.runtime.pull(ref, progress, app.pull_stall_timeout)
+        self.runtime_for(app).pull(ref, progress, app.pull_stall_timeout)
         took = self.clock.monotonic() - started
         size = f" ({format_size(pulled[0])} of new layers)" if pulled[0] else ""
         log.info("%s: pulled %s in %.1fs%s", what, ref, took, size)
@@ -376,23 +383,23 @@ class Swap:
         self.status(f"{what}: release command")
         started = self.clock.monotonic()
         self._wait_for_other_releases(app, deploy_id, what, started)
-        container_id, name, found = self.runtime.run_release(app, image_id, ref, deploy_id)
+        container_id, name, found = self.runtime_for(app).run_release(app, image_id, ref, deploy_id)
         if found:
             log.warning("%s: the release command already ran or runs in %s (zdd restarted): not run again", what, name)
         else:
             log.info("%s: running the release command in %s: %s", what, name, " ".join(app.release_command))
-        while (code := self.runtime.exit_code(container_id)) is None:
+        while (code := self.runtime_for(app).exit_code(container_id)) is None:
             if self.stopping():
                 raise StopRequested(
                     f"{what}: zdd is stopping; the release command runs on in {name}, and the deploy "
                     "resumes after the restart without running it again"
                 )
             if self.clock.monotonic() - started > app.release_timeout:
-                self.runtime.stop(container_id, 0)
+                self.runtime_for(app).stop(container_id, 0)
                 self._keep_output(app, [Replica(container_id, name, "")], f"{what}: release command timed out")
                 raise PermanentError(
                     f"{what}: release command did not finish within {human_duration(app.release_timeout)} "
-                    f"(release_timeout) and was killed; last output: {self._last_lines(container_id)}"
+                    f"(release_timeout) and was killed; last output: {self._last_lines(app, container_id)}"
                 )
             self.tick()
             self.clock.sleep(RELEASE_POLL)
@@ -403,19 +410,19 @@ class Swap:
                 app, [Replica(container_id, name, "")], f"{what}: release command exited with code {code}"
             )
             raise PermanentError(
-                f"{what}: release command exited with code {code}; last output: {self._last_lines(container_id)}"
+                f"{what}: release command exited with code {code}; last output: {self._last_lines(app, container_id)}"
             )
         log.info("%s: release command finished in %.1fs", what, self.clock.monotonic() - started)
 
     def _wait_for_other_releases(self, app: AppConfig, deploy_id: str, what: str, started: float) -> None:
         """An earlier deploy's release command may still run (that deploy was superseded while zdd was
         stopped): two migrations must never run at once, so this one waits for it to end."""
-        for container_id, name, deploy in self.runtime.release_containers(app):
+        for container_id, name, deploy in self.runtime_for(app).release_containers(app):
             if deploy == deploy_id:
                 continue
-            if self.runtime.exit_code(container_id) is None:
+            if self.runtime_for(app).exit_code(container_id) is None:
                 log.warning("%s: the release command of deploy %s still runs in %s; waiting for it", what, deploy, name)
-            while self.runtime.exit_code(container_id) is None:
+            while self.runtime_for(app).exit_code(container_id) is None:
                 if self.stopping():
                     raise StopRequested(f"{what}: zdd is stopping while the release command in {name} runs")
                 if self.clock.monotonic() - started > app.release_timeout:
@@ -431,16 +438,16 @@ class Swap:
         if not app.release_command:
             return
         try:
-            for container_id, name, deploy in self.runtime.release_containers(app):
+            for container_id, name, deploy in self.runtime_for(app).release_containers(app):
                 if deploy == deploy_id:
-                    self.runtime.remove(container_id)
+                    self.runtime_for(app).remove(container_id)
                     log.debug("%s: removed %s", what, name)
         except ZddError as err:
             log.warning("%s: the release container stays for now (%s); the converger removes it", what, err)
 
-    def _last_lines(self, container_id: str) -> str:
+    def _last_lines(self, app: AppConfig, container_id: str) -> str:
         try:
-            lines = self.runtime.output(container_id, 3).strip().splitlines()
+            lines = self.runtime_for(app).output(container_id, 3).strip().splitlines()
         except ZddError as err:
             return f"(unreadable: {err})"
         # Docker's timestamp leads each line; the journal has its own.
@@ -463,7 +470,7 @@ class Swap:
                     continue
                 probes += 1
                 failure = self.prober.check(replica.address, app.health)
-                moved = self.runtime.replacement(replica.container_id) if failure is not None else None
+                moved = self.runtime_for(app).replacement(replica.container_id) if failure is not None else None
                 if moved is not None:
                     log.info("%s: %s moved to %s; gating it there", what, replica.container_name, moved.address)
                     new[index] = Replica(moved.id, moved.name, moved.address)
@@ -473,13 +480,13 @@ class Swap:
                     continue
                 # A probe that passed shows the container runs; after one that failed, Docker says whether it
                 # exited (a crash ends the gate at once instead of at start_timeout).
-                exited = self.runtime.exit_reason(replica.container_id) if failure is not None else None
+                exited = self.runtime_for(app).exit_reason(replica.container_id) if failure is not None else None
                 if exited:
                     # A stopping dockerd stops every container and its API answers a moment longer: asked
                     # again a second later, an engine going away is an outage (retried), not a crash. That
                     # later answer is the one told: Docker marks an out-of-memory kill a moment after the exit.
                     self._wait(ENGINE_SETTLE)
-                    exited = self.runtime.exit_reason(replica.container_id) or exited
+                    exited = self.runtime_for(app).exit_reason(replica.container_id) or exited
                     raise PermanentError(
                         f"{what}: container {replica.container_name} {exited} before it became healthy"
                     )
@@ -491,7 +498,7 @@ class Swap:
             if not pending:
                 # One stopped since it passed (a crash; Swarm stopping a drained node's task, which answers
                 # through its stop grace) is no pass: gated again, so that it fails or is followed.
-                pending = [r for r in new if not self.runtime.is_running(r.container_id)]
+                pending = [r for r in new if not self.runtime_for(app).is_running(r.container_id)]
                 for replica in pending:
                     passed[replica.container_id], last[replica.container_id] = 0, "stopped after it passed"
             self.status(f"{what}: {_gate_progress(passed, app.health_successes)}")
@@ -577,11 +584,11 @@ class Swap:
             self.tick()
             self.clock.sleep(DRAIN_POLL)
 
-    def _routable(self, old: Running) -> list[str]:
+    def _routable(self, app: AppConfig, old: Running) -> list[str]:
         """The old version's addresses to go back to: those of its containers that run (a replica that
         died meanwhile would fail its share of requests), or all of them when Docker cannot say."""
         try:
-            running = [r.address for r in old.replicas if self.runtime.is_running(r.container_id)]
+            running = [r.address for r in old.replicas if self.runtime_for(app).is_running(r.container_id)]
         except TemporaryError:
             running = []
         return running or old.addresses
@@ -599,7 +606,7 @@ class Swap:
         self._keep_output(app, new, f"{what}: never went live")
         for replica in new:
             try:
-                self.runtime.remove(replica.container_id)
+                self.runtime_for(app).remove(replica.container_id)
                 log.info("%s: removed %s; the old version keeps serving", what, replica.container_name)
             except ZddError as err:
                 log.warning("%s: could not remove %s yet (%s); it will be retried", what, replica.container_name, err)
@@ -609,7 +616,7 @@ class Swap:
         text = ""
         for replica in containers:
             try:
-                output = self.runtime.output(replica.container_id, OUTPUT_LINES)
+                output = self.runtime_for(app).output(replica.container_id, OUTPUT_LINES)
             except ZddError as err:
                 output = f"(its output could not be read: {err})\n"
             text += f"# {replica.container_name}, removed {when}\n# {why}\n" + (output or "(no output)\n")

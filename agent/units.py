@@ -1,7 +1,8 @@
 """Units as written in zdd.toml: durations ("250ms", "30s", "2m", "1h", or seconds) and sizes
-("500MB", "2GB", "1.5GiB", or bytes)."""
+("500MB", "2GB", "1.5GiB", or bytes); and the times Docker reports."""
 
 import re
+from datetime import datetime
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -73,3 +74,11 @@ def format_size(size: int) -> str:
         if size >= factor:
             return f"{size / factor:.1f} {unit}"
     return f"{size} B"
+
+
+def rfc3339_epoch(timestamp: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds ("2026-11-29T00:17:34.123456789Z") as epoch seconds."""
+    try:
+        return datetime.fromisoformat(timestamp[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return 0.0

@@ -10,8 +10,8 @@ from zdd.converge import Converger
 from zdd.errors import PermanentError, TemporaryError
 from zdd.ledger import Ledger, Result
 from zdd.reconcile import ROLLING_BACK, Found
-from zdd.state import Running, State
-from zdd.swap import Swap
+from zdd.state import Replica, Running, State
+from zdd.swap import Container, Swap
 
 APP = AppConfig(name="web", image="r/web", port=8080, drain_timeout=3.0, stop_timeout=7.0, probation=0.0)
 V1 = Running("v1", "r/web:v1", "sha256:1", "c1", "zdd-web-1", "10.0.0.1:8080", since=1.0)
@@ -160,3 +160,48 @@ def test_a_crash_in_probation_hands_the_rest_of_it_to_the_watch_and_leaves_the_d
     before = list(world["log"])
     world["c"].converge([replace(APP, probation=30.0)])
     assert [e for e in world["log"] if e not in before and not e.startswith("ensure network")] == []
+
+
+def test_a_swarm_app_follows_a_moved_task_and_only_ever_scales_a_colour_it_does_not_keep(world):
+    """Blue serves v1 on two nodes; node .12 failed and Swarm ran slot 2 again on .13; green is a
+    leftover colour with two tasks. The moved task is gated and routed; green goes to 0 once, blue never."""
+    log = world["log"]
+    swarm = FakeRuntime(log)
+    swarm.moved = {"t2": Container("t9", "zdd-web-blue.2", "10.216.0.13:18301")}
+    blue = [
+        Found(
+            "t1", "zdd-web-blue.1", True, "10.216.0.11:18301", "v1", "r/web:v1", "sha256:1", "d1", group="zdd-web-blue"
+        ),
+        Found(
+            "t9", "zdd-web-blue.2", True, "10.216.0.13:18301", "v1", "r/web:v1", "sha256:1", "d1", group="zdd-web-blue"
+        ),
+    ]
+    green = [
+        Found(
+            f"g{n}",
+            f"zdd-web-green.{n}",
+            True,
+            f"10.216.0.1{n}:18302",
+            "v0",
+            "r/web:v0",
+            "sha256:0",
+            "d0",
+            group="zdd-web-green",
+        )
+        for n in (1, 2)
+    ]
+    swarm.found = blue + green
+    app = replace(APP, engine="swarm", replicas=2)
+    swap = Swap(
+        world["runtime"], world["router"], FakeProber(log), FakeClock(), FakeJournal(log), engines={"swarm": swarm}
+    )
+    converger = Converger(world["runtime"], world["router"], swap, world["state"], world["ledger"], lambda: None)
+    live = Running("v1", "r/web:v1", "sha256:1", "t1", "zdd-web-blue.1", "10.216.0.11:18301", since=1.0)
+    world["state"].app("web").current = live.with_replicas(
+        [Replica("t1", "zdd-web-blue.1", "10.216.0.11:18301"), Replica("t2", "zdd-web-blue.2", "10.216.0.12:18301")]
+    )
+    assert converger.converge([app]) == []
+    assert log[0] == "probe 10.216.0.13:18301/up -> ok"
+    assert "route [10.216.0.11:18301 10.216.0.13:18301]" in log
+    assert swarm.removed == ["g1"] and world["runtime"].removed == []
+    assert [r.container_id for r in world["state"].app("web").current.replicas] == ["t1", "t9"]

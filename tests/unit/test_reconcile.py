@@ -1,7 +1,7 @@
 """What a restarted agent does, for each phase a crash can leave behind."""
 
-from zdd.reconcile import Found, plan_app
-from zdd.state import AppState, Running
+from zdd.reconcile import Found, plan_app, same_slots
+from zdd.state import AppState, Replica, Running
 
 OLD = Running(
     tag="v1",
@@ -106,3 +106,66 @@ def test_a_deploy_finished_after_a_dockerd_restart_follows_both_containers_to_th
     p = plan("draining", [moved_old, moved_new])
     assert p.current.address == "10.0.0.7:8080" and p.drain_and_stop.address == "10.0.0.8:8080"
     assert "web: v2 moved from 10.0.0.2:8080 to 10.0.0.7:8080" in p.notes
+
+
+# --- an app on a Swarm: its "containers" are tasks, one per slot, and a colour is removed as a whole --------
+def task(task_id: str, colour: str, slot: int, node: str, running: bool = True, deploy: str = "d1") -> Found:
+    service = f"zdd-web-{colour}"
+    return Found(task_id, f"{service}.{slot}", running, f"{node}:18301", tag="v1", deploy=deploy, group=service)
+
+
+BLUE = Running(
+    tag="v1",
+    reference="r:v1",
+    image_id="sha256:1",
+    container_id="t1",
+    container_name="zdd-web-blue.1",
+    address="10.216.0.11:18301",
+    since=1.0,
+).with_replicas(
+    [
+        Replica("t1", "zdd-web-blue.1", "10.216.0.11:18301"),
+        Replica("t2", "zdd-web-blue.2", "10.216.0.12:18301"),
+    ]
+)
+
+
+def test_a_task_swarm_ran_again_in_its_slot_is_the_live_version_not_a_leftover():
+    # Node 10.216.0.12 failed: slot 2 runs again on .13 as a new task; the green colour is a leftover.
+    moved = task("t9", "blue", 2, "10.216.0.13")
+    leftover = task("g1", "green", 1, "10.216.0.11", deploy="d0")
+    state = AppState(current=BLUE)
+    p = plan_app("web", state, [task("t1", "blue", 1, "10.216.0.11"), moved, leftover], set(), now=99.0)
+    assert [(r.container_id, r.address) for r in p.current.replicas] == [
+        ("t1", "10.216.0.11:18301"),
+        ("t9", "10.216.0.13:18301"),
+    ]
+    assert p.remove == [leftover] and p.interrupted == ""
+
+
+def test_a_slot_with_no_task_yet_keeps_the_others_serving():
+    p = plan_app("web", AppState(current=BLUE), [task("t1", "blue", 1, "10.216.0.11")], set(), now=99.0)
+    assert [r.container_id for r in p.current.replicas] == ["t1"] and p.remove == []
+
+
+def test_same_slots_leaves_local_containers_alone():
+    assert same_slots(OLD, [Found("c7", "zdd-web-1", True, "10.0.0.7:8080")]) == OLD
+    assert same_slots(None, [task("t1", "blue", 1, "10.216.0.11")]) is None
+
+
+def test_a_crash_after_the_switch_finishes_on_the_tasks_that_run_now():
+    # Draining when the agent died; green's slot 1 ran again elsewhere meanwhile.
+    data = {
+        "deploy": "d2",
+        "container": "g1",
+        "name": "zdd-web-green.1",
+        "address": "10.216.0.11:18302",
+        "tag": "v2",
+        "reference": "r:v2",
+        "image": "sha256:2",
+    }
+    green = Found("g7", "zdd-web-green.1", True, "10.216.0.13:18302", tag="v2", deploy="d2", group="zdd-web-green")
+    found = [task("t1", "blue", 1, "10.216.0.11"), task("t2", "blue", 2, "10.216.0.12"), green]
+    p = plan_app("web", AppState(current=BLUE, phase="draining", phase_data=data), found, set(), now=99.0)
+    assert p.interrupted == "after-switch" and p.current.container_id == "g7"
+    assert p.current.address == "10.216.0.13:18302" and p.drain_and_stop == BLUE and p.remove == []
