@@ -74,6 +74,10 @@ def cmd_logs(args: argparse.Namespace, config: Config) -> int:
     from .docker_runtime import DockerRuntime  # imports docker only here
 
     runtime = DockerRuntime(config.docker_host, config.network, instance="")
+    if config.apps[app].engine == "swarm":  # its tasks' output, which Swarm fetches from their nodes
+        from .swarm_runtime import SwarmRuntime
+
+        runtime = SwarmRuntime(runtime.client)
     store = StateStore(config.state_dir)
     since, tail = parse_since(args.since, time.time()), parse_tail(args.tail)
     shown, ended = "", 0

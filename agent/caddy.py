@@ -93,7 +93,10 @@ def render_srv_snippet(app: AppConfig, name: str, resolver: str) -> str:
     )
 
 
-_DYNAMIC_NAME_RE = re.compile(r"^\s*dynamic a ([a-z0-9_-]+)\.p\d+\.([0-9a-f]+)\." + re.escape(DOMAIN), re.MULTILINE)
+# `dynamic a web.p8080.<instance>.` for a local app, `dynamic srv web.srv.<instance>.` for one on a Swarm.
+_DYNAMIC_NAME_RE = re.compile(
+    r"^\s*dynamic (?:a|srv) ([a-z0-9_-]+)\.(?:p\d+|srv)\.([0-9a-f]+)\." + re.escape(DOMAIN), re.MULTILINE
+)
 _FIXED_RE = re.compile(r"^reverse_proxy ((?:\S+:\d+ ?)+)$", re.MULTILINE)
 
 

@@ -33,11 +33,14 @@ from .routes import RouteFile, RouteTable
 from .runner import DeployRunner, Ran
 from .state import State, StateStore
 from .swap import Swap
+from .swarm_runtime import SwarmRuntime
 from .systemd import NOTICE, Notifier
 from .ticking import Ticking, TickingProber, TickingRuntime
 from .waker import Waker
 
 log = logging.getLogger("zdd.agent")
+
+SWARM_FOLLOW_INTERVAL = 5.0  # seconds between looks at where Swarm runs the live tasks
 
 
 class StateJournal:
@@ -120,6 +123,11 @@ class Agent:
         self.reporting.configure(config)
         self.docker = DockerRuntime(config.docker_host, config.network, self.state.instance, config.registry_auth)
         self.runtime = TickingRuntime(self.docker, self.ticking)
+        engines = {}
+        if any(app.engine == "swarm" for app in config.apps.values()):
+            # The Swarm that docker_host's engine manages: zdd runs on a manager node (docs/swarm.md).
+            swarm = SwarmRuntime(self.docker.client, registry_auth=config.registry_auth)
+            engines["swarm"] = TickingRuntime(swarm, self.ticking)
         self.router = CaddyRouter(config, self.state.instance)
         self.swap = Swap(
             self.runtime,
@@ -130,6 +138,7 @@ class Agent:
             status=self.deploy_status,
             tick=self.tick,
             stopping=lambda: self.stop_requested,
+            engines=engines,
         )
         self.converger = Converger(
             self.runtime,
@@ -288,7 +297,7 @@ class Agent:
 
     def loop(self) -> None:
         while not self.stop_requested:
-            timeout = self.config.reconcile_interval  # re-check the queue and converge again, woken or not
+            timeout = self.reconcile_interval()  # re-check the queue and converge again, woken or not
             if self.notifier.watchdog_interval:
                 timeout = min(timeout, self.notifier.watchdog_interval / 2)
             if self.queue.has_open_claims or not self.converged:
@@ -298,7 +307,7 @@ class Agent:
                 timeout = min(timeout, due)
             self.waker.wait(timeout)
             self.tick()
-            if time.monotonic() - self._last_converge >= self.config.reconcile_interval:
+            if time.monotonic() - self._last_converge >= self.reconcile_interval():
                 self.converged = False  # converge again: dockerd may have restarted a container elsewhere
             try:
                 if self.reload_requested:
@@ -328,6 +337,13 @@ class Agent:
             log.exception("internal error while ending the probations; the next start finishes them")
         self.reporting.publish(self.ledger.take_ended())
         log.log(NOTICE, "zdd agent stopping: %s", self.idle_status())
+
+    def reconcile_interval(self) -> float:
+        """How often the agent converges while idle: a Swarm moves tasks by itself (a node fails or is
+        drained), and its events do not cover tasks, so an agent with Swarm apps looks every few seconds."""
+        if any(app.engine == "swarm" for app in self.config.apps.values()):
+            return min(self.config.reconcile_interval, SWARM_FOLLOW_INTERVAL)
+        return self.config.reconcile_interval
 
     def run_pending(self) -> None:
         for name, app in self.config.apps.items():
@@ -365,7 +381,8 @@ class Agent:
             self.last_failure = ran.failure
         elif succeeded and not ran.probation:
             self.last_failure = ""
-            if prune_app(app, self.config.apps, self.state, self.runtime, self.tick):
+            # A Swarm app's images are on its nodes, each node's own to prune (docs/swarm.md).
+            if app.engine == "local" and prune_app(app, self.config.apps, self.state, self.runtime, self.tick):
                 self.save()
         if ran.converge_first:
             self.converged = False

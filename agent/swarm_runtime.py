@@ -19,7 +19,7 @@ import contextlib
 import logging
 import struct
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +31,11 @@ import requests.exceptions
 
 from .config import AppConfig
 from .errors import PermanentError, TemporaryError, ZddError
-from .reference import ImageRef
+from .reconcile import Found
+from .reference import ImageRef, parse_reference
 from .registry_auth import Credentials, login_for, refused
 from .swap import Container
+from .units import rfc3339_epoch
 
 log = logging.getLogger("zdd.swarm")
 
@@ -61,6 +63,7 @@ class Task:
     state: str  # Swarm's task state: new, pending, ..., starting, running, failed, rejected, ...
     error: str  # Swarm's reason for a failed or rejected task ("No such image: ...")
     image: str  # the image the task runs, as the spec names it (Swarm may add @sha256:...)
+    since: float = 0.0  # its state's last change (epoch seconds): when it started, for one that runs
 
     def address(self, port: int) -> str:
         return f"{self.node_address}:{port}"
@@ -76,6 +79,7 @@ class Colour:
     image: str
     replicas: int
     port: int
+    reference: str = ""  # the reference the deploy asked for (label zdd.reference), as zdd records it
 
 
 def service_name(app: str, colour: str) -> str:
@@ -279,6 +283,22 @@ class SwarmRuntime:
             raise _unavailable(err) from err
         return demultiplex(response.content).decode(errors="replace")
 
+    def stream_output(
+        self, container_id: str, follow: bool, since: int | None, tail: int | str, timestamps: bool
+    ) -> Iterator[bytes]:
+        """The task's stdout and stderr, fetched by Swarm from its node (`docker service logs`, one task);
+        with `follow`, until it stops. As docker-py's service_logs, for a task (zdd never sets a TTY)."""
+        params = {"stdout": 1, "stderr": 1, "follow": follow, "since": since or 0, "timestamps": timestamps}
+        try:
+            response = self.api._get(
+                self.api._url("/tasks/{0}/logs", container_id), params={**params, "tail": tail}, stream=True
+            )
+            if response.status_code == 404:
+                return
+            yield from self.api._get_result_tty(True, response, False)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise _unavailable(err) from err
+
     def run_release(self, app: AppConfig, image_id: str, ref: ImageRef, deploy_id: str) -> tuple[str, str, bool]:
         raise PermanentError(f"{app.name}: release_command is not supported for an app on a Swarm")
 
@@ -293,6 +313,38 @@ class SwarmRuntime:
 
     def release_containers(self, app: AppConfig) -> list[tuple[str, str, str]]:
         return []
+
+    # --- the converger's view ------------------------------------------------------------------------
+    def containers(self, app: AppConfig, instance: str | None = None) -> list[Found]:
+        """The tasks Swarm wants running in each of the app's colours, one per slot, named `service.slot`
+        (a task Swarm ran again in a slot has a new id, never a new name). Removing one removes its whole
+        colour (`group`): the converger never removes a task of a colour it keeps."""
+        found = []
+        for colour in self.colours(app.name).values():
+            try:
+                ref = parse_reference(colour.image.split("@", 1)[0], app.image)
+            except ZddError:
+                ref = None
+            digest = colour.image.partition("@")[2]
+            for task in self.tasks(app.name, colour.name):
+                found.append(
+                    Found(
+                        id=task.id,
+                        name=f"{colour.service}.{task.slot}",
+                        running=task.state == "running",
+                        address=task.address(colour.port) if task.node_address else "",
+                        tag=ref.version if ref else "",
+                        reference=colour.reference,
+                        image_id=digest,
+                        deploy=colour.deploy_id,
+                        since=task.since,
+                        group=colour.service,
+                    )
+                )
+        return found
+
+    def ensure_network(self) -> None:
+        """Nothing to do: a Swarm app's tasks publish their port on their node; they join no zdd network."""
 
     # --- the two colours --------------------------------------------------------------------------
     def idle_colour(self, app: str) -> str:
@@ -463,6 +515,7 @@ class SwarmRuntime:
                 spec["TaskTemplate"]["ContainerSpec"]["Image"],
                 spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0),
                 ports[0]["PublishedPort"] if ports else 0,
+                spec.get("Labels", {}).get(LABEL_REFERENCE, ""),
             )
         return found
 
@@ -533,6 +586,7 @@ def task_of(entry: Mapping, nodes: Mapping[str, Mapping]) -> Task:
         state=status.get("State", ""),
         error=status.get("Err", ""),
         image=entry.get("Spec", {}).get("ContainerSpec", {}).get("Image", ""),
+        since=rfc3339_epoch(status.get("Timestamp", "")),
     )
 
 

@@ -104,6 +104,14 @@ class TickingRuntime:
         )
         report()  # the last figures, also of a pull that ended before the first tick
 
+    def start(self, app: Any, image_id: str, ref: Any, deploy_id: str, replica: int = 1) -> Any:
+        # On a Swarm, the first replica's start waits for the idle colour's last tasks to stop, then for
+        # Swarm to run every new task.
+        expected = app.stop_timeout + app.start_timeout
+        return self.ticking.call(
+            f"start {app.name}", lambda: self.runtime.start(app, image_id, ref, deploy_id, replica), expected
+        )
+
     def stop(self, container_id: str, timeout: float) -> None:
         self.ticking.call(f"stop {container_id[:12]}", lambda: self.runtime.stop(container_id, timeout), timeout)
 

@@ -23,3 +23,11 @@ def cluster(tmp_path_factory):
         for tag, variant in (("v1", "graceful"), ("v2", "graceful"), ("v3", "graceful"), ("sick", "sick")):
             running.images[tag] = running.registry.push(host, images.build(host, tag, variant))
         yield running
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """The call's report on the test item, for fixtures that print logs when it failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.net import free_udp_port
 from zdd import dns
-from zdd.caddy import CaddyRouter, dialed, render_snippet, render_srv_snippet
+from zdd.caddy import CaddyRouter, dialed, render_snippet, render_srv_snippet, snippet_instance
 from zdd.config import parse_config
 from zdd.errors import TemporaryError
 from zdd.routes import LiveRoutes
@@ -77,6 +77,8 @@ def test_the_srv_snippet_names_zdd_dns_for_the_tasks_and_their_nodes(tmp_path):
         assert line in text and line in local
     snippet_text = CaddyRouter(config, INSTANCE)._snippet_text(app, [["10.216.0.11:18301"]])
     assert snippet_text == render_srv_snippet(app, "web.srv.ab12cd34.zdd.internal.", config.caddy.resolver)
+    # After lost state, the agent takes its instance from the snippet, as from a local app's.
+    assert snippet_instance(snippet_text) == snippet_instance(local) == INSTANCE
 
 
 def test_the_route_check_takes_a_swarm_answer_that_leaves_out_a_task_zdd_dns_cannot_reach(tmp_path):
