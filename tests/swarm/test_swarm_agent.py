@@ -183,3 +183,18 @@ def test_a_sigkill_of_the_agent_at_each_phase_converges_on_the_swarm(cluster, tm
     (entry,) = [e for e in state.history if e.tag == "v2"]
     assert entry.result == "succeeded", entry
     assert [r.container_name for r in state.app("web").current.replicas] == ["zdd-web-green.1", "zdd-web-green.2"]
+
+
+@ONLY_DEBIAN_CADDY
+def test_zdd_logs_shows_the_live_task_s_output_fetched_from_its_node(cluster, tmp_path, caddy_binary, request):
+    # httpd -vv writes a line per request: the app's own output, as a real server logs its requests.
+    command = ["/bin/sh", "-c", "echo booting $(cat /www/index.html); exec httpd -f -vv -p 8080 -h /www"]
+    stack = SwarmStack(cluster, tmp_path, caddy_binary, replicas=1, command=command)
+    request.addfinalizer(stack.close)
+    stack.start()
+    deployed = stack.cli("deploy", "v1", "--wait", "--timeout", "120")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    stack.caddy.get("/marker-one")
+    shown = stack.cli("logs", "-n", "all")
+    assert shown.returncode == 0, shown.stderr
+    assert "booting v1" in shown.stdout and "url:/marker-one" in shown.stdout, shown.stdout
