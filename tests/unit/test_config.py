@@ -324,3 +324,11 @@ def test_format_duration():
 )
 def test_human_duration(seconds, text):
     assert human_duration(seconds) == text
+
+
+def test_the_readme_s_swarm_example_parses_as_written():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### An app on a Docker Swarm") :]
+    block = section[section.index("```toml\n") + 8 : section.index("```\n", section.index("```toml\n") + 8)]
+    app = parse_config(tomllib.loads(block)).apps["web"]
+    assert (app.engine, app.replicas, app.swarm_ports) == ("swarm", 3, (18301, 18302))
