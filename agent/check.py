@@ -133,10 +133,17 @@ def check_host(config: Config) -> list[str]:
     return problems
 
 
-def check_docker(config: Config, network_exists: Callable[[str], bool]) -> list[str]:
-    """What only the Docker engine can tell: the networks apps join exist (a deploy would fail at its start).
-    Raises TemporaryError when the engine cannot be asked (down, or this user may not use its socket)."""
+def check_docker(config: Config, network_exists: Callable[[str], bool], manages_swarm: Callable[[], bool]) -> list[str]:
+    """What only the Docker engine can tell: the networks apps join exist (a deploy would fail at its start),
+    and the engine manages a Swarm if an app runs on one. Raises TemporaryError when the engine cannot be
+    asked (down, or this user may not use its socket)."""
     problems = []
+    on_swarm = [name for name, app in config.apps.items() if app.engine == "swarm"]
+    if on_swarm and not manages_swarm():
+        problems.append(
+            f"apps.{on_swarm[0]}.engine: the Docker engine at {config.docker_host} is not a Swarm manager; "
+            "run zdd on a manager node (docker swarm init, or docker node promote)"
+        )
     for name, app in config.apps.items():
         for network in app.networks:
             if not network_exists(network):

@@ -121,9 +121,9 @@ def _docker_checks(config: Config) -> tuple[list[str], str | None]:
 
     try:
         runtime = DockerRuntime(config.docker_host, config.network, instance="")
-        return check_docker(config, runtime.network_exists), None
+        return check_docker(config, runtime.network_exists, runtime.manages_swarm), None
     except TemporaryError as err:
-        return [], f"not checked with Docker (networks): {err}"
+        return [], f"not checked with Docker (networks, Swarm): {err}"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -132,7 +132,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     docker_warning = None
     if not args.offline:
         problems += check_host(config)
-        if any(app.networks for app in config.apps.values()):
+        if any(app.networks or app.engine == "swarm" for app in config.apps.values()):
             docker_problems, docker_warning = _docker_checks(config)
             problems += docker_problems
     for problem in problems:
@@ -241,6 +241,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         current = app_state.current
         last = Ledger(state).last_ended(name)
         report[name] = {
+            "engine": config.apps[name].engine,  # local, or swarm: its replicas are Swarm tasks on the nodes
             "current": current.tag if current else None,
             "reference": current.reference if current else None,
             "container": current.container_name if current else None,
@@ -264,6 +265,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for name, item in report.items():
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["since"])) if item["since"] else ""
             where = ", ".join(f"{r['container']} at {r['address']}" for r in item["replicas"])
+            where = f"on the Swarm: {where}" if item["engine"] == "swarm" else where
             line = (
                 f"{name}: {item['current']} since {since} ({where})" if item["current"] else f"{name}: nothing deployed"
             )

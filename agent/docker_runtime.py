@@ -181,6 +181,13 @@ class DockerRuntime:
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
 
+    def manages_swarm(self) -> bool:
+        """Is this engine a Swarm manager (`docker info`: where services are created and tasks read)?"""
+        try:
+            return bool(self.client.info().get("Swarm", {}).get("ControlAvailable"))
+        except (docker.errors.APIError, requests.exceptions.RequestException) as err:
+            raise _unavailable(err) from err
+
     def _labels(self, app: AppConfig, ref: ImageRef, deploy_id: str) -> dict[str, str]:
         return {
             **app.labels,

@@ -40,6 +40,7 @@ from .units import rfc3339_epoch
 log = logging.getLogger("zdd.swarm")
 
 COLOURS = ("blue", "green")
+NOT_A_MANAGER = "the Docker engine at docker_host is not a Swarm manager"
 LABEL_APP, LABEL_DEPLOY, LABEL_COLOUR, LABEL_REFERENCE = "zdd.app", "zdd.deploy", "zdd.colour", "zdd.reference"
 FAILS_PER_SLOT = 3  # failures of one task slot in a gate that make it a crash, not a hiccup
 POLL = 0.2  # between reads of a colour's tasks while Swarm starts or stops them
@@ -97,7 +98,10 @@ def other(colour: str) -> str:
 
 
 def _unavailable(err: Exception) -> TemporaryError:
-    return TemporaryError(f"Docker engine unavailable: {getattr(err, 'explanation', None) or err}")
+    message = getattr(err, "explanation", None) or str(err)
+    if "not a swarm manager" in message:  # retried: `docker swarm init` or a promotion fixes it without zdd
+        return TemporaryError(f'{NOT_A_MANAGER}: apps with engine = "swarm" need zdd on a manager node ({message})')
+    return TemporaryError(f"Docker engine unavailable: {message}")
 
 
 def _found(inspect: Callable[[str], dict], key: str) -> dict | None:

@@ -136,8 +136,12 @@ def test_the_agent_deploys_rolls_back_and_survives_a_sigkill_on_the_swarm(swarm_
     assert live.tag == "v3" and [r.container_name for r in live.replicas] == ["zdd-web-green.1", "zdd-web-green.2"]
     assert {e.tag: e.result for e in state.history if e.tag == "v3"} == {"v3": "succeeded"}
     status = json.loads(stack.cli("status", "--json").stdout)["web"]
-    assert status["current"] == "v3" and status["previous"] == "v1", status
+    assert status["current"] == "v3" and status["previous"] == "v1" and status["engine"] == "swarm", status
     assert [r["container"] for r in status["replicas"]] == ["zdd-web-green.1", "zdd-web-green.2"], status
+    assert (
+        "web: v3 since " in stack.cli("status").stdout
+        and "(on the Swarm: zdd-web-green.1 at " in stack.cli("status").stdout
+    )
 
 
 # Where the agent is SIGKILLed in a deploy of v2 over v1 (the phase state.toml holds), and the settings

@@ -92,8 +92,18 @@ def test_check_docker_names_each_missing_network_with_its_app():
             }
         }
     )
-    problems = check.check_docker(config, network_exists=lambda name: name == "backend")
+    problems = check.check_docker(config, network_exists=lambda name: name == "backend", manages_swarm=lambda: False)
     assert problems == [
         "apps.web.networks: Docker network 'cache' does not exist; create it (docker network create cache) "
         "and attach the app's database to it"
+    ]
+
+
+def test_check_docker_says_when_a_swarm_app_s_engine_is_no_swarm_manager():
+    apps = {"web": {"image": "acme/web", "port": 8080, "engine": "swarm"}}
+    config = parse_config({"docker_host": "tcp://10.0.0.5:2375", "apps": apps})
+    assert check.check_docker(config, network_exists=lambda name: True, manages_swarm=lambda: True) == []
+    assert check.check_docker(config, network_exists=lambda name: True, manages_swarm=lambda: False) == [
+        "apps.web.engine: the Docker engine at tcp://10.0.0.5:2375 is not a Swarm manager; "
+        "run zdd on a manager node (docker swarm init, or docker node promote)"
     ]
