@@ -15,9 +15,10 @@ from .config import AppConfig
 from .docker_runtime import DockerRuntime
 from .errors import PermanentError, TemporaryError
 from .ledger import TERMINAL, Ledger, Result
-from .reconcile import ROLLING_BACK, Found, Interrupted, Plan, plan_app
+from .reconcile import ROLLING_BACK, Found, Interrupted, Plan, plan_app, slot_restarts
 from .state import Running, State
-from .swap import Swap
+from .swap import Container, Swap
+from .systemd import NOTICE
 
 log = logging.getLogger("zdd.agent")
 
@@ -40,6 +41,8 @@ class Converger:
         # An app whose probation the agent watches is left alone (probation.py ends it); one found in
         # probation after a restart is handed to the watch for the rest of it.
         self.watching, self.on_probation = watching, on_probation
+        # Apps on a Swarm the last convergence could not bring to agree, with why: their deploys wait.
+        self.waiting: dict[str, str] = {}
 
     def converge(self, apps: Iterable[AppConfig]) -> list[str]:
         """Converge every app; returns the deploys it found failed (for STATUS). Raises ZddError when
@@ -47,7 +50,18 @@ class Converger:
         self.runtime.ensure_network()
         failures = []
         for app in apps:
-            failure = self.converge_app(app)
+            try:
+                failure = self.converge_app(app)
+            except TemporaryError as err:
+                if app.engine == "local":
+                    raise
+                # A Swarm app's own trouble (its manager, the Swarm's quorum) holds up only that app.
+                if self.waiting.get(app.name) != str(err):
+                    log.error("%s: convergence failed: %s; retrying, its deploys wait until it succeeds", app.name, err)
+                self.waiting[app.name] = str(err)
+                continue
+            if self.waiting.pop(app.name, None):
+                log.log(NOTICE, "%s: convergence succeeded again", app.name)
             if failure:
                 failures.append(failure)
         return failures
@@ -56,11 +70,14 @@ class Converger:
         if self.watching(app.name):
             return ""
         app_state = self.state.app(app.name)
-        runtime = self.swap.runtime_for(app)
+        found = self.swap.runtime_for(app).containers(app)
         if app_state.current and not app_state.phase:
-            # A replica its engine ran elsewhere (Swarm, off a failed or drained node) is gated there first.
+            # A Swarm slot of the live version that runs a new task (its node failed or was drained, or its
+            # app exited): the new task is gated where it runs before it is routed in its place.
+            restarted = slot_restarts(app_state.current, found)
+            moved = {old: Container(new.id, new.name, new.address) for old, new in restarted.items()}
             try:
-                followed = self.swap.follow(app, app_state.current)
+                followed = self.swap.follow(app, app_state.current, moved)
             except PermanentError as err:  # the route keeps what it has; the next round tries again
                 log.error("%s; will retry", err)
                 return ""
@@ -68,7 +85,6 @@ class Converger:
                 app_state.current = followed
                 self.save()
         routed = {address for addresses in self.router.routed(app.name) for address in addresses}
-        found = runtime.containers(app)
         plan = plan_app(app.name, app_state, found, routed, self.clock())
         for note in plan.notes:
             log.warning("%s", note)
@@ -142,6 +158,8 @@ class Converger:
 
 
 def kept_groups(found: list[Found], plan: Plan) -> set[str]:
-    """The Swarm colours the plan keeps: those with a task in its live or draining version."""
-    kept = {r.container_id for running in (plan.current, plan.drain_and_stop) if running for r in running.replicas}
-    return {c.group for c in found if c.group and c.id in kept}
+    """The Swarm colours the plan keeps: those with a task, or a slot (its task not running again yet), in
+    its live or draining version."""
+    replicas = [r for running in (plan.current, plan.drain_and_stop) if running for r in running.replicas]
+    ids, names = {r.container_id for r in replicas}, {r.container_name for r in replicas}
+    return {c.group for c in found if c.group and (c.id in ids or c.name in names)}

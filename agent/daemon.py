@@ -127,7 +127,7 @@ class Agent:
         if any(app.engine == "swarm" for app in config.apps.values()):
             # The Swarm that docker_host's engine manages: zdd runs on a manager node (docs/swarm.md).
             swarm = SwarmRuntime(self.docker.client, registry_auth=config.registry_auth)
-            engines["swarm"] = TickingRuntime(swarm, self.ticking)
+            engines["swarm"] = TickingRuntime(swarm, self.ticking, start_waits=True)
         self.router = CaddyRouter(config, self.state.instance)
         self.swap = Swap(
             self.runtime,
@@ -201,6 +201,8 @@ class Agent:
             return
         if failures:
             self.last_failure = failures[-1]
+        for name, why in self.converger.waiting.items():
+            self.last_failure = f"{name}: waiting: {why}"
         if self._converge_error:
             log.log(NOTICE, "convergence succeeded after: %s", self._converge_error)
             self._converge_error = ""
@@ -349,8 +351,8 @@ class Agent:
         for name, app in self.config.apps.items():
             if self.stop_requested or not self.converged:
                 return
-            if self.probations.active(name):
-                continue  # its next deploy waits for the probation's verdict; other apps' do not
+            if self.probations.active(name) or name in self.converger.waiting:
+                continue  # its next deploy waits for the probation's verdict (or its Swarm); other apps' do not
             if self.state.app(name).phase:  # a deploy's end left to the converger (an outage cut it short)
                 self.converged = False
                 return

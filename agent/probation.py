@@ -120,7 +120,7 @@ class Probations:
         now = swap.clock.monotonic()
         watch.due = now + app.health_interval  # first: a check that raises is not retried at every tick
         if not watch.verdict:
-            watch.verdict = self._watch(watch, now)
+            watch.verdict = self._watch(watch, now, nested)
             if not watch.verdict:
                 return
             if nested:  # the end runs in the main loop, right after the deploy that ticked
@@ -141,7 +141,7 @@ class Probations:
         reason, after = watch.failure
         self._end(watch, lambda w: self.swap().roll_back(w.app, w.new, w.old, w.deploy_id, reason, after, w.sent_back))
 
-    def _watch(self, watch: Watch, now: float) -> str:
+    def _watch(self, watch: Watch, now: float, nested: bool = False) -> str:
         """One look at the new version: "" (it serves on), "passed" (the probation is over), "kept" (it
         failed, but the old one is gone too: it stays) or "failed" (watch.failure says why)."""
         swap, app = self.swap(), watch.app
@@ -150,7 +150,8 @@ class Probations:
         swap.status(f"{watch.what}: probation, {math.ceil(watch.deadline - now)}s left ({watch.old.tag} kept ready)")
         reason = ""
         try:  # a replica its engine moved (Swarm, off a failed node) is gated and routed where it runs now
-            watch.new = swap.follow(app, watch.new)
+            # (in the main loop only: a gate there must not hold up another app's deploy that ticks)
+            watch.new = watch.new if nested else swap.follow(app, watch.new)
         except PermanentError as err:
             reason = str(err)
         except TemporaryError as err:  # the engine cannot say where it runs: the looks below still can
@@ -176,6 +177,10 @@ class Probations:
             exited = None
         if exited:
             return f"container {replica.container_name} {exited}"
+        if app.engine == "swarm" and not swap.runtime_for(app).is_running(replica.container_id):
+            # Swarm moved it (its node was drained or is down), which is not this version's failure: the
+            # next look follows it where Swarm runs it again (Swap.follow).
+            return ""
         failure = swap.prober.check(replica.address, app.health)
         failed = watch.failed[replica.container_id] = watch.failed.get(replica.container_id, 0) + 1 if failure else 0
         if failed >= app.health_successes:

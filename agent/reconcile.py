@@ -75,10 +75,11 @@ def _running_from_phase(data: dict[str, str], since: float) -> Running:
 
 
 def same_slots(running: Running | None, containers: list[Found]) -> Running | None:
-    """`running` on the tasks its Swarm slots hold now: Swarm runs a task again (its node failed, or its app
+    """`running` on the tasks its Swarm slots run now: Swarm runs a task again (its node failed, or its app
     exited) as a new task, with a new id, in the same slot, which has the same name (`zdd-web-blue.2`).
-    A container of the local engine (no group) keeps its id."""
-    slots = {c.name: c for c in containers if c.group}
+    A slot whose new task does not run yet keeps the recorded one; a container of the local engine (no
+    group) keeps its id."""
+    slots = {c.name: c for c in containers if c.group and c.running}
     if running is None or not slots:
         return running
     ids = {c.id for c in containers}
@@ -90,6 +91,25 @@ def same_slots(running: Running | None, containers: list[Found]) -> Running | No
             for r in running.replicas
         ]
     )
+
+
+def slot_restarts(running: Running | None, containers: list[Found]) -> dict[str, Found]:
+    """The replicas of `running` whose Swarm slot now runs another task, by the recorded task's id: what
+    the converger gates before it routes them (Swap.follow)."""
+    slots = {c.name: c for c in containers if c.group and c.running}
+    replicas = running.replicas if running else []
+    return {
+        r.container_id: slots[r.container_name]
+        for r in replicas
+        if r.container_name in slots and slots[r.container_name].id != r.container_id
+    }
+
+
+def waiting_for_slot(running: Running | None, by_id: dict[str, Found], slots: set[str]) -> set[str]:
+    """The recorded replicas whose task is gone while their Swarm slot is still there (its new task does not
+    run yet): kept, and not routed."""
+    replicas = running.replicas if running else []
+    return {r.container_id for r in replicas if r.container_id not in by_id and r.container_name in slots}
 
 
 def _running_from_found(found: Found, containers: list[Found]) -> Running:
@@ -120,12 +140,15 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
     notes: list[str] = []
     # The recorded version on those of its containers that still exist, at the addresses Docker reports now.
     recorded = same_slots(state.current, containers)
-    current = _present(app, recorded, by_id, notes) if recorded else None
+    # A Swarm slot whose new task does not run yet: the recorded replica stays, unrouted, until it does.
+    slots = {c.name for c in containers if c.group}
+    current = _present(app, recorded, by_id, notes, slots) if recorded else None
 
-    down = {c.id for c in containers if not c.running}
+    down = {c.id for c in containers if not c.running} | waiting_for_slot(recorded, by_id, slots)
     new_id = state.phase_data.get("container", "")
     journalled = same_slots(_running_from_phase(state.phase_data, now), containers) if new_id else None
     new_id = journalled.container_id if journalled else new_id
+    down |= waiting_for_slot(journalled, by_id, slots)
     # The new version is up when any of its containers runs (with replicas, the first may be restarting).
     replicas = journalled.replicas if journalled else []
     up = [by_id[r.container_id] for r in replicas if r.container_id in by_id and r.container_id not in down]
@@ -139,7 +162,7 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
         state.phase == "switching" and journalled is not None and bool(set(journalled.addresses) & routed)
     )
     if state.phase and up and switched:
-        live = _present(app, journalled, by_id, notes)
+        live = _present(app, journalled, by_id, notes, slots)
         keep = _ids(live) | _ids(old)
         notes.append(f"{app}: finishing the interrupted deploy of {live.tag} (it had switched)")
         until = state.phase_data.get("until", "") if state.phase == "probation" else ""
@@ -219,13 +242,18 @@ def _adopt(app: str, containers: list[Found], routed: set[str], notes: list[str]
     return adopted
 
 
-def _present(app: str, running: Running, by_id: dict[str, Found], notes: list[str]) -> Running | None:
+def _present(
+    app: str, running: Running, by_id: dict[str, Found], notes: list[str], slots: set[str] = frozenset()
+) -> Running | None:
     """`running` on those of its containers Docker still has; None when it has none of them. dockerd may
-    have restarted a container (restart policy, or its own restart) on another IP: Caddy must follow it."""
+    have restarted a container (restart policy, or its own restart) on another IP: Caddy must follow it.
+    A Swarm task whose slot is still there (`slots`) is kept: Swarm runs the slot again."""
     present = []
     for replica in running.replicas:
         found = by_id.get(replica.container_id)
-        if found is None:
+        if found is None and replica.container_name in slots:
+            present.append(replica)
+        elif found is None:
             notes.append(f"{app}: the container of {running.tag} ({replica.container_name}) is gone")
         elif found.address and found.address != replica.address:
             notes.append(f"{app}: {running.tag} moved from {replica.address} to {found.address}")

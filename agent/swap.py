@@ -263,13 +263,15 @@ class Swap:
         else:
             log.info("%s took %.1fs, exit code %s", stopping, took, "unknown" if code is None else code)
 
-    def follow(self, app: AppConfig, live: Running) -> Running:
+    def follow(self, app: AppConfig, live: Running, moved: Mapping[str, Container] | None = None) -> Running:
         """The live version where it runs now: a replica the runtime moved (Swarm ran a task of a failed or
-        drained node again on another) is gated where it runs now and routed in its place. Returns the live
-        version to record, the same one when nothing moved; raises PermanentError if a moved one fails its
-        gate (the route keeps the others, and the next call tries again)."""
+        drained node again on another) is gated where it runs now and routed in its place. `moved`: what
+        runs in place of which replica, by its id; by default the runtime's replacement() of each. Returns
+        the live version to record, the same one when nothing moved; raises PermanentError if a moved one
+        fails its gate (the route keeps the others, and the next call tries again)."""
         replicas = live.replicas
-        moved = {r.container_id: self.runtime_for(app).replacement(r.container_id) for r in replicas}
+        if moved is None:
+            moved = {r.container_id: self.runtime_for(app).replacement(r.container_id) for r in replicas}
         if not any(moved.values()):
             return live
         what = f"{app.name}: {live.tag}"

@@ -17,7 +17,10 @@ Works with docker-py 5.0.3 (Debian 12) and 7.x (PyPI): the low-level API of the 
 
 import contextlib
 import logging
+import queue
+import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +68,8 @@ class Task:
     error: str  # Swarm's reason for a failed or rejected task ("No such image: ...")
     image: str  # the image the task runs, as the spec names it (Swarm may add @sha256:...)
     since: float = 0.0  # its state's last change (epoch seconds): when it started, for one that runs
+    desired: str = ""  # what Swarm wants of it: running, ready (a restart delay), shutdown, ...
+    created: float = 0.0  # when Swarm created it (epoch seconds): the newest task of a slot is its current one
 
     def address(self, port: int) -> str:
         return f"{self.node_address}:{port}"
@@ -299,7 +304,19 @@ class SwarmRuntime:
             )
             if response.status_code == 404:
                 return
-            yield from self.api._get_result_tty(True, response, False)
+            chunks = self.api._get_result_tty(True, response, False)
+            if not follow:
+                yield from chunks
+                return
+            # Swarm never ends a followed stream, not even when the task stops: read it on a thread, and
+            # end it here once the task no longer runs (zdd logs -f then goes on with the next version).
+            # The socket is shut down, not closed: a close waits for the reading thread's lock.
+            raw = self.api._get_raw_response_socket(response)
+            try:
+                yield from _until(chunks, lambda: self.is_running(container_id))
+            finally:
+                with contextlib.suppress(OSError):
+                    getattr(raw, "_sock", raw).shutdown(socket.SHUT_RDWR)
         except (docker.errors.APIError, requests.exceptions.RequestException) as err:
             raise _unavailable(err) from err
 
@@ -320,22 +337,26 @@ class SwarmRuntime:
 
     # --- the converger's view ------------------------------------------------------------------------
     def containers(self, app: AppConfig, instance: str | None = None) -> list[Found]:
-        """The tasks Swarm wants running in each of the app's colours, one per slot, named `service.slot`
-        (a task Swarm ran again in a slot has a new id, never a new name). Removing one removes its whole
-        colour (`group`): the converger never removes a task of a colour it keeps."""
+        """Each slot of each colour that has tasks wanted, as its newest task, named `service.slot`: a task
+        Swarm runs again in a slot (its node failed, its app exited) has a new id, never a new name, and
+        until it runs (a restart delay, a pull on another node) the slot is there, not running. Removing
+        one removes its whole colour (`group`): the converger never removes a task of a colour it keeps."""
         found = []
         for colour in self.colours(app.name).values():
+            if colour.replicas == 0:
+                continue
             try:
                 ref = parse_reference(colour.image.split("@", 1)[0], app.image)
             except ZddError:
                 ref = None
             digest = colour.image.partition("@")[2]
-            for task in self.tasks(app.name, colour.name):
+            slots = newest_per_slot(self._read_tasks({"service": colour.service}), colour.replicas)
+            for task in slots:
                 found.append(
                     Found(
                         id=task.id,
                         name=f"{colour.service}.{task.slot}",
-                        running=task.state == "running",
+                        running=task.state == "running" and task.desired == "running",
                         address=task.address(colour.port) if task.node_address else "",
                         tag=ref.version if ref else "",
                         reference=colour.reference,
@@ -558,6 +579,32 @@ class SwarmRuntime:
         return _found(self.api.inspect_service, service)
 
 
+def _until(chunks: Iterator[bytes], going_on: Callable[[], bool], every: float = 1.0) -> Iterator[bytes]:
+    """The chunks of a stream that may never end, for as long as `going_on()` (asked every `every` s of
+    silence) says so."""
+    received: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                received.put(chunk)
+        except Exception:  # the stream closed under it (the caller ended it): nothing left to read
+            pass
+        received.put(None)
+
+    threading.Thread(target=read, name="zdd-task-logs", daemon=True).start()
+    while True:
+        try:
+            chunk = received.get(timeout=every)
+        except queue.Empty:
+            if not going_on():
+                return
+            continue
+        if chunk is None:
+            return
+        yield chunk
+
+
 def swarm_port(app: AppConfig, colour: str) -> int:
     """The port the colour publishes on every node: swarm_ports[0] for blue, [1] for green."""
     return app.swarm_ports[COLOURS.index(colour)]
@@ -591,7 +638,19 @@ def task_of(entry: Mapping, nodes: Mapping[str, Mapping]) -> Task:
         error=status.get("Err", ""),
         image=entry.get("Spec", {}).get("ContainerSpec", {}).get("Image", ""),
         since=rfc3339_epoch(status.get("Timestamp", "")),
+        desired=entry.get("DesiredState", ""),
+        created=rfc3339_epoch(entry.get("CreatedAt", "")),
     )
+
+
+def newest_per_slot(tasks: Sequence[Task], replicas: int) -> list[Task]:
+    """The current task of each slot 1..replicas, by slot: the one Swarm created last (a task it runs
+    again is a new one in the same slot; the old ones stay in its history)."""
+    newest: dict[int, Task] = {}
+    for task in tasks:
+        if 1 <= task.slot <= replicas and (task.slot not in newest or task.created > newest[task.slot].created):
+            newest[task.slot] = task
+    return [newest[slot] for slot in sorted(newest)]
 
 
 def moved(task: Mapping) -> bool:

@@ -75,8 +75,11 @@ class Ticking:
 class TickingRuntime:
     """swap.Runtime (and the converger's calls) over a real runtime, each call through Ticking."""
 
-    def __init__(self, runtime: Any, ticking: Ticking):
+    def __init__(self, runtime: Any, ticking: Ticking, start_waits: bool = False):
         self.runtime, self.ticking = runtime, ticking
+        # SwarmRuntime's start of the first replica waits for the idle colour's last tasks to stop, then
+        # for Swarm to run every new task; the local engine's start is one Docker call.
+        self.start_waits = start_waits
 
     def pull(self, ref: Any, progress: Callable[[int, int], None], stall_timeout: float) -> None:
         last: list[float] = [self.ticking.monotonic(), 0, 0]  # when progress last came, bytes done, bytes to do
@@ -105,9 +108,7 @@ class TickingRuntime:
         report()  # the last figures, also of a pull that ended before the first tick
 
     def start(self, app: Any, image_id: str, ref: Any, deploy_id: str, replica: int = 1) -> Any:
-        # On a Swarm, the first replica's start waits for the idle colour's last tasks to stop, then for
-        # Swarm to run every new task.
-        expected = app.stop_timeout + app.start_timeout
+        expected = app.stop_timeout + app.start_timeout if self.start_waits else 0.0
         return self.ticking.call(
             f"start {app.name}", lambda: self.runtime.start(app, image_id, ref, deploy_id, replica), expected
         )

@@ -2,7 +2,6 @@
 database runs, memory/CPU/pids limits, and a health check that sends the Host the app expects."""
 
 import signal
-import subprocess
 import time
 
 import pytest
@@ -110,18 +109,13 @@ def test_zdd_logs_shows_the_live_container_follows_it_across_a_deploy_and_keeps_
     assert shown.returncode == 0, shown.stderr
     assert "booting v1" in shown.stdout and "url:/marker-one" in shown.stdout
 
-    follow = stack.agent.command("logs", "web", "-f")
-    follower = subprocess.Popen(follow, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        time.sleep(1)
+    def deploy_v2() -> None:
         assert stack.deploy("v2").returncode == 0
         stack.caddy.get("/marker-two")
-        time.sleep(1.5)
-    finally:
-        follower.terminate()
-        out, err = follower.communicate(timeout=10)
-    assert "booting v1" in out.decode() and "booting v2" in out.decode() and "url:/marker-two" in out.decode()
-    assert "# zdd: web: now v2 (zdd-web-" in err.decode()
+
+    out, err = stack.agent.logs_followed(deploy_v2, settle=1.5)
+    assert "booting v1" in out and "booting v2" in out and "url:/marker-two" in out
+    assert "# zdd: web: now v2 (zdd-web-" in err
 
     nothing = stack.agent.cli("logs", "--failed")
     assert nothing.returncode == 1 and "web: no failed deploy's output is kept" in nothing.stderr

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -157,6 +158,18 @@ class AgentProcess:
     @property
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def logs_followed(self, meanwhile: Callable[[], None], settle: float) -> tuple[str, str]:
+        """What `zdd logs web -f` prints (stdout, stderr) while `meanwhile()` runs, and `settle` s after."""
+        follower = subprocess.Popen(self.command("logs", "web", "-f"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            time.sleep(1)
+            meanwhile()
+            time.sleep(settle)
+        finally:
+            follower.terminate()
+            out, err = follower.communicate(timeout=10)
+        return out.decode(), err.decode()
 
 
 def remove_app_containers(client: docker.DockerClient, network: str, app: str | None = None) -> None:

@@ -14,7 +14,8 @@ from tests.support.agent_process import AgentProcess, write_config
 from tests.support.caddy_server import CaddyServer
 from tests.support.load import LoadClient
 from tests.support.net import free_udp_port
-from tests.support.swarm import PORT
+from tests.support.swarm import PORT, wait_for_nodes
+from tests.swarm.test_swarm_nodes import LEFT_OUT_WITHIN, on_nodes
 from zdd.state import StateStore
 from zdd.swarm_runtime import SwarmRuntime
 
@@ -202,3 +203,57 @@ def test_zdd_logs_shows_the_live_task_s_output_fetched_from_its_node(cluster, tm
     shown = stack.cli("logs", "-n", "all")
     assert shown.returncode == 0, shown.stderr
     assert "booting v1" in shown.stdout and "url:/marker-one" in shown.stdout, shown.stdout
+
+    # -f goes on from one version's task to the next (Swarm's own stream of a stopped task never ends).
+    def deploy_v2() -> None:
+        deployed = stack.cli("deploy", "v2", "--wait", "--timeout", "120")
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        stack.caddy.get("/marker-two")
+
+    out, err = stack.agent.logs_followed(deploy_v2, settle=3)
+    assert "booting v1" in out and "booting v2" in out and "url:/marker-two" in out
+    assert "# zdd: web: now v2 (zdd-web-green.1)" in err, err
+
+
+@ONLY_DEBIAN_CADDY  # Debian's, and the stricter one: it cannot send a POST twice
+def test_the_agent_follows_a_live_task_swarm_moved_off_a_killed_node(cluster, tmp_path, caddy_binary, request):
+    """Between deploys: a worker with a live task dies; zdd dns stops naming it within a second, Swarm runs
+    the task again on the third node, and the agent's convergence (every 5 s) gates it there and routes
+    it, so the app is back to its two tasks, and state.toml says where they run."""
+    stack = SwarmStack(cluster, tmp_path, caddy_binary, start_timeout="60s")
+    request.addfinalizer(stack.close)
+    stack.start()
+    deployed = stack.cli("deploy", "v1", "--wait", "--timeout", "120")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    v1 = StateStore(stack.state_dir).load().app("web").current
+    victim = next(n for n in cluster.nodes[1:] if n.address in on_nodes(v1))
+    try:
+        with LoadClient(stack.caddy.port) as load:
+            time.sleep(1.5)
+            cluster.stop_node(victim)
+            killed = time.monotonic()
+
+            def moved():
+                current = StateStore(stack.state_dir).load().app("web").current
+                return victim.address not in on_nodes(current) and len(on_nodes(current)) == 2
+
+            wait_until(moved, 60, "the moved task recorded")
+            routed = time.monotonic()
+            time.sleep(2)
+        in_flight = [r for r in load.failures if r.started < killed]
+        later = [r for r in load.failures if r.started >= killed]
+        followed = StateStore(stack.state_dir).load().app("web").current
+        print(
+            f"{load.summary()}\nkilled {victim.name}; failed: {len(in_flight)} in flight at the kill, {len(later)} "
+            f"sent after it; the moved task recorded {routed - killed:.1f}s after the kill: {followed.addresses}"
+        )
+        assert [r for r in later if r.kind != "post" or r.started > killed + LEFT_OUT_WITHIN] == [], load.summary()
+        # The task that was on the dead node runs, gated and routed, on the node that had none.
+        assert [r.container_name for r in followed.replicas] == [r.container_name for r in v1.replicas]
+        assert load.bodies_after(routed) == {"v1"}
+        assert "moved from" in stack.agent.log and "routed there" in stack.agent.log
+        lost = next(a for a in v1.addresses if a.startswith(f"{victim.address}:"))
+        assert f"the task at {lost} did not accept a connection" in stack.agent.resolver.log
+    finally:
+        cluster.start_node(victim)
+        wait_for_nodes(cluster.manager.client(), len(cluster.nodes))

@@ -11,7 +11,7 @@ from zdd.errors import PermanentError, TemporaryError
 from zdd.ledger import Ledger, Result
 from zdd.reconcile import ROLLING_BACK, Found
 from zdd.state import Replica, Running, State
-from zdd.swap import Container, Swap
+from zdd.swap import Swap
 
 APP = AppConfig(name="web", image="r/web", port=8080, drain_timeout=3.0, stop_timeout=7.0, probation=0.0)
 V1 = Running("v1", "r/web:v1", "sha256:1", "c1", "zdd-web-1", "10.0.0.1:8080", since=1.0)
@@ -166,8 +166,7 @@ def test_a_swarm_app_follows_a_moved_task_and_only_ever_scales_a_colour_it_does_
     """Blue serves v1 on two nodes; node .12 failed and Swarm ran slot 2 again on .13; green is a
     leftover colour with two tasks. The moved task is gated and routed; green goes to 0 once, blue never."""
     log = world["log"]
-    swarm = FakeRuntime(log)
-    swarm.moved = {"t2": Container("t9", "zdd-web-blue.2", "10.216.0.13:18301")}
+    swarm = FakeRuntime(log)  # its replacement() knows of no move: the slot's new task is what tells it
     blue = [
         Found(
             "t1", "zdd-web-blue.1", True, "10.216.0.11:18301", "v1", "r/web:v1", "sha256:1", "d1", group="zdd-web-blue"
@@ -205,3 +204,33 @@ def test_a_swarm_app_follows_a_moved_task_and_only_ever_scales_a_colour_it_does_
     assert "route [10.216.0.11:18301 10.216.0.13:18301]" in log
     assert swarm.removed == ["g1"] and world["runtime"].removed == []
     assert [r.container_id for r in world["state"].app("web").current.replicas] == ["t1", "t9"]
+
+
+def test_a_swarm_that_cannot_answer_holds_up_only_its_own_app(world):
+    class NoManager(FakeRuntime):
+        def containers(self, app, instance=None):
+            raise TemporaryError("the Docker engine at docker_host is not a Swarm manager")
+
+    log = world["log"]
+    swap = Swap(
+        world["runtime"],
+        world["router"],
+        FakeProber(log),
+        FakeClock(),
+        FakeJournal(log),
+        engines={"swarm": NoManager(log)},
+    )
+    converger = Converger(world["runtime"], world["router"], swap, world["state"], world["ledger"], lambda: None)
+    world["state"].app("web").current = V1
+    world["runtime"].found = [V1_FOUND]
+    on_swarm = replace(APP, name="api", engine="swarm")
+    assert converger.converge([on_swarm, APP]) == []
+    assert converger.waiting == {"api": "the Docker engine at docker_host is not a Swarm manager"}
+    assert "route 10.0.0.1:8080" in log  # the local app after it was converged all the same
+
+    def down(app, instance=None):
+        raise TemporaryError("Docker engine unavailable")
+
+    world["runtime"].containers = down
+    with pytest.raises(TemporaryError):  # the local engine's own trouble still holds up every app
+        converger.converge([APP])

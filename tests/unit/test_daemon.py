@@ -21,6 +21,7 @@ class RecordingNotifier(Notifier):
 class Converger:
     def __init__(self, error: Exception | None):
         self.error = error
+        self.waiting: dict[str, str] = {}  # Swarm apps held up on their own
 
     def converge(self, apps):
         if self.error:

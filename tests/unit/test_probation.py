@@ -8,6 +8,7 @@ from tests.support.fakes import collapse
 from tests.unit.test_swap import APP, V1, V2, ref, world  # noqa: F401  (world: the swap's fixture)
 from zdd.errors import PermanentError, TemporaryError
 from zdd.probation import Probations
+from zdd.swap import Container
 
 ON_PROBATION = replace(APP, probation=2.0, health_interval=0.5)
 
@@ -225,3 +226,24 @@ def test_a_bug_while_ending_a_probation_leaves_it_to_the_converger(watched):
     watched["probations"].poll()
     ((_, _, error),) = watched["ended"]
     assert isinstance(error, TemporaryError) and "ZeroDivisionError" in str(error)
+
+
+def test_on_a_swarm_a_task_moved_in_probation_is_followed_not_taken_for_a_failure(watched):
+    """Its node was drained: Swarm stopped the task (no exit of the app's own) and runs the slot again
+    elsewhere. The probation neither fails on it nor probes it; it gates and routes the new task."""
+    app = replace(ON_PROBATION, engine="swarm")
+    watched["swap"].engines["swarm"] = runtime = watched["runtime"]
+    outcome = watched["swap"].deploy(app, ref("v2"), V1, "d1")
+    watched["probations"].watch(app, "d1", outcome.running, outcome.old, outcome.probation_until)
+    runtime.dead.add("c2")
+    watched["prober"].failing["10.0.0.2:8080"] = "connection refused"
+    for _ in range(3):  # well past health_successes looks at a task that no longer runs
+        watched["clock"].sleep(watched["probations"].due_in())
+        watched["probations"].poll()
+    assert watched["ended"] == [] and watched["router"].routes[-1] == [["10.0.0.2:8080"]]
+    runtime.moved["c2"] = Container("c9", "zdd-web-green.1", "10.0.0.9:8080")
+    while (due := watched["probations"].due_in()) is not None:
+        watched["clock"].sleep(due)
+        watched["probations"].poll()
+    assert watched["ended"] == [("web", "d1", None)]
+    assert watched["router"].routes[-1] == [["10.0.0.9:8080"]] and "probe 10.0.0.9:8080/up -> ok" in watched["log"]

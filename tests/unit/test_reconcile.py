@@ -1,6 +1,7 @@
 """What a restarted agent does, for each phase a crash can leave behind."""
 
-from zdd.reconcile import Found, plan_app, same_slots
+from zdd.converge import kept_groups
+from zdd.reconcile import Found, plan_app, same_slots, slot_restarts
 from zdd.state import AppState, Replica, Running
 
 OLD = Running(
@@ -169,3 +170,27 @@ def test_a_crash_after_the_switch_finishes_on_the_tasks_that_run_now():
     p = plan_app("web", AppState(current=BLUE, phase="draining", phase_data=data), found, set(), now=99.0)
     assert p.interrupted == "after-switch" and p.current.container_id == "g7"
     assert p.current.address == "10.216.0.13:18302" and p.drain_and_stop == BLUE and p.remove == []
+
+
+def test_a_slot_whose_new_task_does_not_run_yet_keeps_its_replica_unrouted():
+    # Slot 2's task exited or its node failed; Swarm's new task waits out its restart delay (or pulls).
+    starting = task("t9", "blue", 2, "10.216.0.13", running=False)
+    p = plan_app("web", AppState(current=BLUE), [task("t1", "blue", 1, "10.216.0.11"), starting], set(), now=99.0)
+    assert p.current == BLUE and {"t2", "t9"} <= p.down
+    assert p.routable(p.current).addresses == ["10.216.0.11:18301"]
+    assert kept_groups([task("t1", "blue", 1, "10.216.0.11"), starting], p) == {"zdd-web-blue"}
+
+
+def test_the_only_task_restarting_keeps_the_live_colour():
+    one = BLUE.with_replicas([Replica("t1", "zdd-web-blue.1", "10.216.0.11:18301")])
+    starting = task("t9", "blue", 1, "10.216.0.13", running=False)
+    p = plan_app("web", AppState(current=one), [starting], set(), now=99.0)
+    assert p.current == one and p.routable(p.current) == one  # no route is worse than a stale one
+    assert kept_groups([starting], p) == {"zdd-web-blue"}  # never scaled to 0 while it restarts
+
+
+def test_slot_restarts_name_the_replicas_whose_slot_runs_another_task():
+    found = [task("t1", "blue", 1, "10.216.0.11"), task("t9", "blue", 2, "10.216.0.13")]
+    assert slot_restarts(BLUE, found) == {"t2": found[1]}
+    assert slot_restarts(BLUE, [found[0], task("t9", "blue", 2, "10.216.0.13", running=False)]) == {}
+    assert slot_restarts(OLD, [Found("c7", "zdd-web-1", True, "10.0.0.7:8080")]) == {}

@@ -14,6 +14,7 @@ from zdd.swarm_runtime import (
     given_up,
     has_ended,
     moved,
+    newest_per_slot,
     other,
     pinned,
     same_image,
@@ -140,3 +141,32 @@ def test_a_task_has_ended_when_stopped_or_on_a_node_swarm_lost(state, node, expe
 def test_app_and_colour_of_a_service_name():
     assert app_and_colour("zdd-web-green") == ("web", "green")
     assert app_and_colour("zdd-my-api-blue") == ("my-api", "blue")
+
+
+def test_a_slot_s_current_task_is_the_one_swarm_created_last():
+    def at(task_id: str, slot: int, created: float) -> Task:
+        return Task(task_id, slot, "node1", "10.216.0.11", "running", "", "r/web:v1", created=created)
+
+    tasks = [at("a", 1, 5.0), at("b", 1, 9.0), at("c", 2, 7.0), at("d", 3, 8.0), at("e", 2, 1.0)]
+    assert [t.id for t in newest_per_slot(tasks, replicas=2)] == ["b", "c"]  # slot 3: scaled down to 2
+    assert newest_per_slot([], replicas=2) == []
+
+
+def test_a_followed_task_log_ends_once_the_task_no_longer_runs():
+    """Swarm never ends a followed log stream; zdd logs -f must go on to the next version."""
+    import threading
+
+    from zdd.swarm_runtime import _until
+
+    never = threading.Event()
+
+    def stream():
+        yield b"booting v1\n"
+        yield b"GET /\n"
+        never.wait()  # Swarm's stream: open after the task stopped
+
+    asked = []
+    running = lambda: asked.append(1) or len(asked) < 3  # noqa: E731
+    assert list(_until(stream(), running, every=0.01)) == [b"booting v1\n", b"GET /\n"]
+    assert len(asked) == 3
+    never.set()
