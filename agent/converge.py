@@ -9,6 +9,7 @@ container after lost state, remove what never went live, settle the ledger. (doc
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from .caddy import CaddyRouter
 from .config import AppConfig
@@ -43,6 +44,7 @@ class Converger:
         self.watching, self.on_probation = watching, on_probation
         # Apps on a Swarm the last convergence could not bring to agree, with why: their deploys wait.
         self.waiting: dict[str, str] = {}
+        self.refused: set[str] = set()  # Swarm tasks that failed the gate when their slot's task was followed
 
     def converge(self, apps: Iterable[AppConfig]) -> list[str]:
         """Converge every app; returns the deploys it found failed (for STATUS). Raises ZddError when
@@ -70,17 +72,21 @@ class Converger:
         if self.watching(app.name):
             return ""
         app_state = self.state.app(app.name)
-        found = self.swap.runtime_for(app).containers(app)
+        found = self._unrefused(self.swap.runtime_for(app).containers(app))
         if app_state.current and not app_state.phase:
             # A Swarm slot of the live version that runs a new task (its node failed or was drained, or its
             # app exited): the new task is gated where it runs before it is routed in its place.
+            # A task whose gate failed is not gated again (Swarm replaces a task that exits, with a new id):
+            # a gate holds the main loop for up to start_timeout.
             restarted = slot_restarts(app_state.current, found)
             moved = {old: Container(new.id, new.name, new.address) for old, new in restarted.items()}
             try:
                 followed = self.swap.follow(app, app_state.current, moved)
-            except PermanentError as err:  # the route keeps what it has; the next round tries again
-                log.error("%s; will retry", err)
-                return ""
+            except PermanentError as err:  # the route keeps the others; a new task in the slot is gated again
+                self.refused |= {new.id for new in restarted.values()}
+                found = self._unrefused(found)
+                log.error("%s; it stays unrouted", err)
+                followed = app_state.current
             if followed != app_state.current:
                 app_state.current = followed
                 self.save()
@@ -129,6 +135,10 @@ class Converger:
         self._remove_ended_releases(app)
         failed = [e for e in settled if e.result == Result.FAILED]
         return f"{app.name}: {failed[-1].tag}: {failed[-1].reason}" if failed else ""
+
+    def _unrefused(self, found: list[Found]) -> list[Found]:
+        """The tasks that failed their gate count as not running: never routed, never followed again."""
+        return [replace(c, running=False) if c.id in self.refused else c for c in found]
 
     def _remove(self, app: AppConfig, containers: list[Found], kept: set[str]) -> None:
         removed: set[str] = set()

@@ -169,7 +169,8 @@ class Agent:
                 log.exception("internal error while watching the probations; retrying")
 
     def idle_status(self) -> str:
-        return idle_status(self.config.apps, self.state, self.last_failure, self.probations.status())
+        waiting = self.converger.waiting
+        return idle_status(self.config.apps, self.state, self.last_failure, self.probations.status(), waiting)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         # Flags only: the wake-up comes from the kernel writing to the waker's pipe (waker.py).
@@ -201,8 +202,6 @@ class Agent:
             return
         if failures:
             self.last_failure = failures[-1]
-        for name, why in self.converger.waiting.items():
-            self.last_failure = f"{name}: waiting: {why}"
         if self._converge_error:
             log.log(NOTICE, "convergence succeeded after: %s", self._converge_error)
             self._converge_error = ""

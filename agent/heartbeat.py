@@ -16,14 +16,21 @@ log = logging.getLogger("zdd.agent")
 
 
 def idle_status(
-    apps: Mapping[str, AppConfig], state: State, last_failure: str, probations: Mapping[str, str] | None = None
+    apps: Mapping[str, AppConfig],
+    state: State,
+    last_failure: str,
+    probations: Mapping[str, str] | None = None,
+    waiting: Mapping[str, str] | None = None,
 ) -> str:
     """`idle; web v42 since 10:02` (+ the last failure): what `systemctl status zdd` shows between deploys.
-    An app in probation shows that instead: `web v43 in probation, 12s left (v42 kept ready)`."""
+    An app in probation shows that instead: `web v43 in probation, 12s left (v42 kept ready)`; an app whose
+    Swarm cannot be brought to agree, why its deploys wait: `api waiting: ...`."""
     parts = []
     for name in apps:
         current = state.app(name).current
-        if probations and name in probations:
+        if waiting and name in waiting:
+            parts.append(f"{name} waiting: {waiting[name]}")
+        elif probations and name in probations:
             parts.append(f"{name} {probations[name]}")
         elif current:
             parts.append(f"{name} {current.tag} since {time.strftime('%H:%M', time.localtime(current.since))}")

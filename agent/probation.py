@@ -177,7 +177,7 @@ class Probations:
             exited = None
         if exited:
             return f"container {replica.container_name} {exited}"
-        if app.engine == "swarm" and not swap.runtime_for(app).is_running(replica.container_id):
+        if app.engine == "swarm" and not self._runs(watch, replica):
             # Swarm moved it (its node was drained or is down), which is not this version's failure: the
             # next look follows it where Swarm runs it again (Swap.follow).
             return ""
@@ -187,6 +187,14 @@ class Probations:
             url = probe_url(replica.address, app)
             return f"health check {url} failed {failed} times in a row (last: {failure})"
         return ""
+
+    def _runs(self, watch: Watch, replica: Replica) -> bool:
+        """Does its engine say it runs? Yes when the engine cannot say: the health check then tells."""
+        try:
+            return self.swap().runtime_for(watch.app).is_running(replica.container_id)
+        except TemporaryError as err:
+            log.warning("%s: probation: cannot inspect %s (%s)", watch.what, replica.container_name, err)
+            return True
 
     def _retire(self, watch: Watch) -> None:
         self.swap().retire(watch.app, watch.new, watch.old, watch.deploy_id)

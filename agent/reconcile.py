@@ -148,20 +148,22 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
     new_id = state.phase_data.get("container", "")
     journalled = same_slots(_running_from_phase(state.phase_data, now), containers) if new_id else None
     new_id = journalled.container_id if journalled else new_id
-    down |= waiting_for_slot(journalled, by_id, slots)
-    # The new version is up when any of its containers runs (with replicas, the first may be restarting).
+    restarting = waiting_for_slot(journalled, by_id, slots)
+    down |= restarting
+    # The new version is up when any of its containers runs (with replicas, the first may be restarting),
+    # or, on a Swarm, when its slots are there (Swarm runs their tasks again: a moved task is not a death).
     replicas = journalled.replicas if journalled else []
     up = [by_id[r.container_id] for r in replicas if r.container_id in by_id and r.container_id not in down]
     new = up[0] if up else by_id.get(new_id)
     old = current if current and current.container_id != new_id else None
 
     if state.phase == ROLLING_BACK:
-        return _finish_rollback(app, old, new, containers, notes)
+        return _finish_rollback(app, old, new, containers, notes, down)
 
     switched = state.phase in AFTER_SWITCH or (
         state.phase == "switching" and journalled is not None and bool(set(journalled.addresses) & routed)
     )
-    if state.phase and up and switched:
+    if state.phase and (up or restarting) and switched:
         live = _present(app, journalled, by_id, notes, slots)
         keep = _ids(live) | _ids(old)
         notes.append(f"{app}: finishing the interrupted deploy of {live.tag} (it had switched)")
@@ -199,12 +201,21 @@ def plan_app(app: str, state: AppState, containers: list[Found], routed: set[str
 
 
 def _finish_rollback(
-    app: str, old: Running | None, new: Found | None, containers: list[Found], notes: list[str]
+    app: str, old: Running | None, new: Found | None, containers: list[Found], notes: list[str], down: set[str]
 ) -> Plan:
     """The probation failed and zdd was routing back when it was cut short. Back to the old containers if
-    any still runs; if none does, the new one stays (Docker's restart policy is all that is left to it)."""
+    any still runs (a Swarm slot whose task runs again counts, unrouted meanwhile); if none does, the new
+    one stays (Docker's restart policy is all that is left to it)."""
     running = {c.id for c in containers if c.running}
-    back = [r for r in old.replicas if r.container_id in running] if old else []
+    ids = {c.id for c in containers}
+    slots = {c.name for c in containers if c.group}
+    back = [
+        r
+        for r in (old.replicas if old else [])
+        if r.container_id in running or (r.container_id not in ids and r.container_name in slots)
+    ]
+    if back and not any(r.container_id in running for r in back):
+        back = []  # none of it runs yet: going back would route nothing that answers
     if old and back:
         notes.append(f"{app}: finishing the roll-back to {old.tag} (the new version failed its probation)")
         return Plan(
@@ -212,6 +223,7 @@ def _finish_rollback(
             remove=[c for c in containers if c.id not in {r.container_id for r in back}],
             interrupted=Interrupted.ROLLED_BACK,
             notes=notes,
+            down=down,
         )
     if new and new.running:
         stays = _running_from_found(new, containers)

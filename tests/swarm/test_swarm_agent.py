@@ -15,7 +15,7 @@ from tests.support.caddy_server import CaddyServer
 from tests.support.load import LoadClient
 from tests.support.net import free_udp_port
 from tests.support.swarm import PORT, wait_for_nodes
-from tests.swarm.test_swarm_nodes import LEFT_OUT_WITHIN, on_nodes
+from tests.swarm.test_swarm_nodes import LEFT_OUT_WITHIN, on_nodes, set_availability
 from zdd.state import StateStore
 from zdd.swarm_runtime import SwarmRuntime
 
@@ -257,3 +257,28 @@ def test_the_agent_follows_a_live_task_swarm_moved_off_a_killed_node(cluster, tm
     finally:
         cluster.start_node(victim)
         wait_for_nodes(cluster.manager.client(), len(cluster.nodes))
+
+
+@ONLY_DEBIAN_CADDY
+def test_a_deploy_waiting_for_a_node_goes_on_when_one_is_added(cluster, tmp_path, caddy_binary, request):
+    """replicas = 3, one task per node, and one of the three nodes is not available (drained, as a node not
+    joined yet): the third task waits, pending; once the node is available Swarm places it, the gate passes
+    and the version goes live on three nodes."""
+    manager = cluster.manager.client()
+    stack = SwarmStack(cluster, tmp_path, caddy_binary, replicas=3, start_timeout="90s")
+    request.addfinalizer(stack.close)
+    absent = next(n for n in manager.nodes.list() if n.attrs["Spec"]["Role"] == "worker")
+    set_availability(absent, "drain")
+    request.addfinalizer(lambda: set_availability(manager.nodes.get(absent.id), "active"))
+    stack.start()
+    stack.agent.echo("v1")
+    wait_until(lambda: any(t.state == "pending" for t in stack.runtime.tasks("web", "blue")), 60, "a pending task")
+    time.sleep(2)
+    assert StateStore(stack.state_dir).load().app("web").phase == "starting"  # the gate waits for it
+    set_availability(manager.nodes.get(absent.id), "active")
+    added = time.monotonic()
+    wait_until(lambda: StateStore(stack.state_dir).load().app("web").current is not None, 90, "v1 live")
+    print(f"v1 live {time.monotonic() - added:.1f}s after the node was added")
+    live = StateStore(stack.state_dir).load().app("web").current
+    assert len(on_nodes(live)) == 3 and absent.attrs["Status"]["Addr"] in on_nodes(live)
+    stack.caddy.wait_serving("v1")

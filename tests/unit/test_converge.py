@@ -234,3 +234,33 @@ def test_a_swarm_that_cannot_answer_holds_up_only_its_own_app(world):
     world["runtime"].containers = down
     with pytest.raises(TemporaryError):  # the local engine's own trouble still holds up every app
         converger.converge([APP])
+
+
+def test_a_task_swarm_ran_again_that_fails_its_gate_stays_unrouted_and_is_not_gated_again(world):
+    log = world["log"]
+    swarm = FakeRuntime(log)
+    swarm.found = [
+        Found(
+            "t1", "zdd-web-blue.1", True, "10.216.0.11:18301", "v1", "r/web:v1", "sha256:1", "d1", group="zdd-web-blue"
+        ),
+        Found(
+            "t9", "zdd-web-blue.2", True, "10.216.0.13:18301", "v1", "r/web:v1", "sha256:1", "d1", group="zdd-web-blue"
+        ),
+    ]
+    prober = FakeProber(log, failing={"10.216.0.13:18301": "HTTP 500"})
+    clock = FakeClock()
+    prober.clock, prober.took = clock, 0.5
+    swap = Swap(world["runtime"], world["router"], prober, clock, FakeJournal(log), engines={"swarm": swarm})
+    converger = Converger(world["runtime"], world["router"], swap, world["state"], world["ledger"], lambda: None)
+    app = replace(APP, engine="swarm", replicas=2, start_timeout=2.0)
+    live = Running("v1", "r/web:v1", "sha256:1", "t1", "zdd-web-blue.1", "10.216.0.11:18301", since=1.0)
+    world["state"].app("web").current = live.with_replicas(
+        [Replica("t1", "zdd-web-blue.1", "10.216.0.11:18301"), Replica("t2", "zdd-web-blue.2", "10.216.0.12:18301")]
+    )
+    assert converger.converge([app]) == []
+    probes = log.count("probe 10.216.0.13:18301/up -> HTTP 500")
+    assert probes > 0 and world["router"].routes[-1] == [["10.216.0.11:18301"]]  # the new task is not routed
+    assert converger.converge([app]) == []
+    assert log.count("probe 10.216.0.13:18301/up -> HTTP 500") == probes  # nor gated again
+    assert [r.container_id for r in world["state"].app("web").current.replicas] == ["t1", "t2"]
+    assert swarm.removed == []

@@ -112,3 +112,13 @@ def test_a_reload_keeps_the_state_dir_given_on_the_command_line(tmp_path):
     path.write_text(path.read_text().replace("8080", "9090"))
     agent.reload_config()  # `zdd --state-dir DIR run`: DIR wins over the file, before and after the reload
     assert agent.config.state_dir == tmp_path / "state" and agent.config.apps["web"].port == 9090
+
+
+def test_idle_status_says_which_swarm_app_waits_and_why():
+    from zdd.config import AppConfig
+    from zdd.heartbeat import idle_status
+    from zdd.state import State
+
+    apps = {"web": AppConfig(name="web", image="r/web", port=8080), "api": AppConfig(name="api", image="r/api", port=1)}
+    text = idle_status(apps, State(), "", waiting={"api": "the Docker engine at docker_host is not a Swarm manager"})
+    assert text == "idle; web not deployed, api waiting: the Docker engine at docker_host is not a Swarm manager"

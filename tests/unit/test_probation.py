@@ -247,3 +247,19 @@ def test_on_a_swarm_a_task_moved_in_probation_is_followed_not_taken_for_a_failur
         watched["probations"].poll()
     assert watched["ended"] == [("web", "d1", None)]
     assert watched["router"].routes[-1] == [["10.0.0.9:8080"]] and "probe 10.0.0.9:8080/up -> ok" in watched["log"]
+
+
+def test_on_a_swarm_a_manager_that_cannot_say_whether_a_task_runs_leaves_the_health_check_to_tell(watched):
+    app = replace(ON_PROBATION, engine="swarm")
+    watched["swap"].engines["swarm"] = runtime = watched["runtime"]
+    outcome = watched["swap"].deploy(app, ref("v2"), V1, "d1")
+    watched["probations"].watch(app, "d1", outcome.running, outcome.old, outcome.probation_until)
+
+    def no_leader(container_id):
+        raise TemporaryError("Docker engine unavailable: rpc error: no elected cluster leader")
+
+    runtime.is_running = no_leader
+    while (due := watched["probations"].due_in()) is not None:
+        watched["clock"].sleep(due)
+        watched["probations"].poll()  # raises nothing: the probes of the new version go on
+    assert watched["ended"] == [("web", "d1", None)]

@@ -194,3 +194,21 @@ def test_slot_restarts_name_the_replicas_whose_slot_runs_another_task():
     assert slot_restarts(BLUE, found) == {"t2": found[1]}
     assert slot_restarts(BLUE, [found[0], task("t9", "blue", 2, "10.216.0.13", running=False)]) == {}
     assert slot_restarts(OLD, [Found("c7", "zdd-web-1", True, "10.0.0.7:8080")]) == {}
+
+
+def test_a_crash_while_stopping_with_the_new_task_restarting_finishes_the_deploy():
+    """The manager rebooted: the agent died stopping blue, and green's task with it; Swarm runs it again."""
+    data = {
+        "deploy": "d2",
+        "container": "g1",
+        "name": "zdd-web-green.1",
+        "address": "10.216.0.11:18302",
+        "tag": "v2",
+        "reference": "r:v2",
+        "image": "sha256:2",
+    }
+    green = Found("g7", "zdd-web-green.1", False, "", tag="v2", deploy="d2", group="zdd-web-green")
+    p = plan_app("web", AppState(current=BLUE, phase="stopping", phase_data=data), [green], set(), now=99.0)
+    assert p.interrupted == "after-switch" and p.current.container_id == "g1"
+    assert p.drain_and_stop is None  # blue was scaled to 0 before the crash: nothing of it is left
+    assert kept_groups([green], p) == {"zdd-web-green"} and p.routable(p.current) == p.current
