@@ -9,6 +9,7 @@ accessory reached by name on a network the app joins), and `/cgi-bin/whoami`, th
 container's host name (Docker's short container id), which tells replicas apart.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -84,6 +85,8 @@ VARIANTS = {
     "abrupt": (["httpd", "-f", "-p", "8080", "-h", "/www"], True),  # exits at once on SIGTERM
     "port9090": (["httpd", "-f", "-p", "9090", "-h", "/www"], True),  # a version that moved to another port
     "sick": (["httpd", "-f", "-p", "8080", "-h", "/www"], False),  # /up answers 404
+    # Healthy except on the Swarm node named node2 ($NODE, from the service's {{.Node.Hostname}} template).
+    "node2-sick": (["/bin/sh", "-c", "case $NODE in node2) rm /www/up;; esac; exec /bin/sh /app/run.sh"], True),
     "crash": (["/bin/sh", "-c", "echo 'fatal: cannot open database' >&2; exit 1"], True),
     "ws": (["nc", "-ll", "-p", "8080", "-e", "/app/ws.sh"], True),
     # Needs 200 MB before it serves: under a memory limit the kernel kills it in the health gate.
@@ -129,13 +132,12 @@ def build(
         (root / "app" / "ws.sh").write_text(WS_SERVER)
         (root / "app" / "ws.sh").chmod(0o755)
         (root / "app" / "padding").write_bytes(os.urandom(padding_mb * 1024 * 1024))
-        cmd = ", ".join(f'"{part}"' for part in command)
         (root / "Dockerfile").write_text(
             "FROM scratch\n"
             "COPY busybox /bin/busybox\n"
             'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
             "COPY www /www\nCOPY app /app\n"
-            f"CMD [{cmd}]\n"
+            f"CMD {json.dumps(list(command))}\n"  # JSON: a part may hold quotes
         )
         client.images.build(path=tmp, tag=f"{repository}:{tag}", rm=True)
     return f"{repository}:{tag}"

@@ -20,7 +20,13 @@ def cluster(tmp_path_factory):
     except Exception as err:
         pytest.fail(f"the Swarm tier needs a running dockerd at {DOCKER_HOST} ({err}); .ci/run starts one")
     with swarm(host, tmp_path_factory.mktemp("swarm")) as running:
-        for tag, variant in (("v1", "graceful"), ("v2", "graceful"), ("v3", "graceful"), ("sick", "sick")):
+        for tag, variant in (
+            ("v1", "graceful"),
+            ("v2", "graceful"),
+            ("v3", "graceful"),
+            ("sick", "sick"),
+            ("picky", "node2-sick"),
+        ):
             running.images[tag] = running.registry.push(host, images.build(host, tag, variant))
         yield running
 

@@ -282,3 +282,25 @@ def test_a_deploy_waiting_for_a_node_goes_on_when_one_is_added(cluster, tmp_path
     live = StateStore(stack.state_dir).load().app("web").current
     assert len(on_nodes(live)) == 3 and absent.attrs["Status"]["Addr"] in on_nodes(live)
     stack.caddy.wait_serving("v1")
+
+
+@ONLY_DEBIAN_CADDY
+def test_a_version_whose_gate_fails_on_one_node_leaves_the_old_set_serving(cluster, tmp_path, caddy_binary, request):
+    """`picky` is healthy on node1 and node3 and answers 404 on /up on node2 (a node-specific fault): its
+    deploy fails naming that task's address, v1 serves on, under load, and green goes back to 0 tasks."""
+    env = {"NODE": "{{.Node.Hostname}}"}  # Swarm's template: each task's node name
+    stack = SwarmStack(cluster, tmp_path, caddy_binary, replicas=3, start_timeout="8s", env=env)
+    request.addfinalizer(stack.close)
+    stack.start()
+    deployed = stack.cli("deploy", "v1", "--wait", "--timeout", "120")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    node2 = next(n.address for n in cluster.nodes if n.name.endswith("node2"))
+    with LoadClient(stack.caddy.port) as load:
+        time.sleep(1)
+        failed = stack.cli("deploy", "picky", "--wait", "--timeout", "120")
+        time.sleep(1)
+    print(f"{load.summary()}\n{failed.stderr.strip()}")
+    assert failed.returncode == 1 and f"health check http://{node2}:{PORT + 1}/up did not pass" in failed.stderr
+    assert load.failures == [] and load.bodies_after(0) == {"v1"}
+    assert stack.colours() == {"blue": 3, "green": 0}
+    assert StateStore(stack.state_dir).load().app("web").current.tag == "v1"
