@@ -148,17 +148,18 @@ class Probations:
         if now >= watch.deadline:
             return "passed"
         swap.status(f"{watch.what}: probation, {math.ceil(watch.deadline - now)}s left ({watch.old.tag} kept ready)")
-        reason = ""
-        try:  # a replica its engine moved (Swarm, off a failed node) is gated and routed where it runs now
-            # (in the main loop only: a gate there must not hold up another app's deploy that ticks)
-            watch.new = watch.new if nested else swap.follow(app, watch.new)
-        except PermanentError as err:
-            reason = str(err)
-        except TemporaryError as err:  # the engine cannot say where it runs: the looks below still can
-            log.warning("%s: probation: cannot follow its replicas (%s)", watch.what, err)
-        if not reason:
-            # Any container of the new version failing fails the version: the old ones take the traffic back.
-            reason = next(filter(None, (self._look(watch, replica) for replica in watch.new.replicas)), "")
+        # Any container of the new version failing fails the version: the old ones take the traffic back.
+        moved: set[str] = set()
+        reason = next(filter(None, (self._look(watch, replica, moved) for replica in watch.new.replicas)), "")
+        if not reason and moved and not nested:
+            # Swarm runs a moved one again elsewhere: gated and routed there once it runs (in the main loop
+            # only: a gate must not hold up another app's deploy that ticks).
+            try:
+                watch.new = swap.follow(app, watch.new)
+            except PermanentError as err:
+                reason = str(err)
+            except TemporaryError as err:  # the engine cannot say where it runs: the next look asks again
+                log.warning("%s: probation: cannot follow its replicas (%s)", watch.what, err)
         if not reason:
             return ""
         if swap.old_is_gone(app, watch.new, watch.old, watch.what, reason):
@@ -166,8 +167,9 @@ class Probations:
         watch.failure = (reason, f"{now - watch.started:.1f}s into its probation of {human_duration(app.probation)}")
         return "failed"
 
-    def _look(self, watch: Watch, replica: Replica) -> str:
-        """Why one container of the new version fails ("" while it serves)."""
+    def _look(self, watch: Watch, replica: Replica, moved: set[str]) -> str:
+        """Why one container of the new version fails ("" while it serves, or once Swarm moved it: then
+        its id is added to `moved`)."""
         swap, app = self.swap(), watch.app
         try:
             exited = swap.runtime_for(app).exit_reason(replica.container_id)
@@ -178,8 +180,8 @@ class Probations:
         if exited:
             return f"container {replica.container_name} {exited}"
         if app.engine == "swarm" and not self._runs(watch, replica):
-            # Swarm moved it (its node was drained or is down), which is not this version's failure: the
-            # next look follows it where Swarm runs it again (Swap.follow).
+            # Swarm moved it (its node was drained or is down), which is not this version's failure.
+            moved.add(replica.container_id)
             return ""
         failure = swap.prober.check(replica.address, app.health)
         failed = watch.failed[replica.container_id] = watch.failed.get(replica.container_id, 0) + 1 if failure else 0

@@ -74,12 +74,17 @@ def _running_from_phase(data: dict[str, str], since: float) -> Running:
     )
 
 
+def running_slots(containers: list[Found]) -> dict[str, Found]:
+    """The Swarm slots whose task runs, by slot name (`zdd-web-blue.2`); none for local containers."""
+    return {c.name: c for c in containers if c.group and c.running}
+
+
 def same_slots(running: Running | None, containers: list[Found]) -> Running | None:
     """`running` on the tasks its Swarm slots run now: Swarm runs a task again (its node failed, or its app
     exited) as a new task, with a new id, in the same slot, which has the same name (`zdd-web-blue.2`).
     A slot whose new task does not run yet keeps the recorded one; a container of the local engine (no
     group) keeps its id."""
-    slots = {c.name: c for c in containers if c.group and c.running}
+    slots = running_slots(containers)
     if running is None or not slots:
         return running
     ids = {c.id for c in containers}
@@ -96,7 +101,7 @@ def same_slots(running: Running | None, containers: list[Found]) -> Running | No
 def slot_restarts(running: Running | None, containers: list[Found]) -> dict[str, Found]:
     """The replicas of `running` whose Swarm slot now runs another task, by the recorded task's id: what
     the converger gates before it routes them (Swap.follow)."""
-    slots = {c.name: c for c in containers if c.group and c.running}
+    slots = running_slots(containers)
     replicas = running.replicas if running else []
     return {
         r.container_id: slots[r.container_name]

@@ -115,19 +115,9 @@ def task(task_id: str, colour: str, slot: int, node: str, running: bool = True, 
     return Found(task_id, f"{service}.{slot}", running, f"{node}:18301", tag="v1", deploy=deploy, group=service)
 
 
-BLUE = Running(
-    tag="v1",
-    reference="r:v1",
-    image_id="sha256:1",
-    container_id="t1",
-    container_name="zdd-web-blue.1",
-    address="10.216.0.11:18301",
-    since=1.0,
-).with_replicas(
-    [
-        Replica("t1", "zdd-web-blue.1", "10.216.0.11:18301"),
-        Replica("t2", "zdd-web-blue.2", "10.216.0.12:18301"),
-    ]
+# v1 on blue's two tasks, as state.toml records an app on a Swarm.
+BLUE = OLD.with_replicas(
+    [Replica("t1", "zdd-web-blue.1", "10.216.0.11:18301"), Replica("t2", "zdd-web-blue.2", "10.216.0.12:18301")]
 )
 
 
